@@ -1,0 +1,1 @@
+"""archnet: convert trained networks into quantized Arch-Nets."""

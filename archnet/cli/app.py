@@ -1,0 +1,90 @@
+"""Shared entry-point plumbing: check the command line and the composed config *before*
+Hydra creates a run directory, then hand over to ``@hydra.main``.
+
+Bad input (unknown group option, bad value, missing path) prints one line on stderr and
+exits with status 2; nothing is written. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from archnet.errors import ConfigError, exit_bad_input
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+FLAGS_WITHOUT_RUN = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
+                     "--shell-completion", "-sc", "--resolve", "--package", "-p")
+
+
+def group_options(group: str) -> list[str]:
+    folder = Path(CONF_DIR) / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _job_overrides(argv: list[str]) -> tuple[list[list[str]], bool]:
+    """Expand sweeps (``k=a,b``) into one override list per job; check group options."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices: list[list[str]] = []
+    for ov in parsed:
+        key = ov.key_or_group
+        values = [str(v) for v in ov.sweep_string_iterator()] if ov.is_sweep_override() else [
+            ov.get_value_element_as_str() if not ov.is_delete() else None]
+        group = key.split("@")[0]
+        options = group_options(group) if not group.startswith("hydra") else []
+        if options:
+            for v in values:
+                if v not in options and v not in ("null", None):
+                    raise ConfigError(group, v, options)
+        prefix = ("~" if ov.is_delete() else "+" if ov.is_add() else "++" if ov.is_force_add() else "")
+        choices.append([f"{prefix}{key}={v}" if v is not None else f"{prefix}{key}" for v in values])
+    return [list(c) for c in itertools.product(*choices)], len(parsed) > 0
+
+
+def precheck(config_name: str, argv: list[str], validate: Callable[[DictConfig], None]) -> None:
+    jobs, _ = _job_overrides(argv)
+    if any(a in FLAGS_WITHOUT_RUN or a.split("=")[0] in FLAGS_WITHOUT_RUN for a in argv):
+        return
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for overrides in jobs:
+            try:
+                cfg = compose(config_name, overrides=overrides)
+            except HydraException as e:
+                raise ConfigError("overrides", " ".join(overrides), str(e).splitlines()[0]) from None
+            validate(cfg)
+    GlobalHydra.instance().clear()
+
+
+def run_cli(config_name: str, task: Callable[[DictConfig], Any],
+            validate: Callable[[DictConfig], None]) -> None:
+    """Validate every job of the command line, then run ``task`` under ``@hydra.main``."""
+    try:
+        precheck(config_name, sys.argv[1:], validate)
+    except ConfigError as e:
+        exit_bad_input(e)
+
+    @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+    def _main(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except ConfigError as e:
+            exit_bad_input(e)
+
+    _main()
+
+
+def run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

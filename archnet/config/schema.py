@@ -1,0 +1,144 @@
+"""Typed schemas of the config nodes archnet owns, checked before any data or model is built.
+
+Type errors come from OmegaConf's structured merge; range errors from ``__post_init__``;
+both surface as :class:`ConfigError` naming the full key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from archnet.errors import ConfigError
+from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, WEIGHT_METHODS
+
+
+def _positive(node: str, obj: Any, *names: str, minimum: int = 1) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < minimum:
+            raise ConfigError(f"{node}.{name}", value, f"an integer >= {minimum}")
+
+
+@dataclass
+class DistillSection:
+    batch_size: int = 32
+    chunk_steps: int = 100
+    val_samples: int = 1000
+    log_every: int = 10
+    num_workers: int = 0
+    adapters: Any = None
+
+    def __post_init__(self) -> None:
+        _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
+        _positive("distill", self, "num_workers", minimum=0)
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 10
+    batch_size: int = 128
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 0.0
+    optimizer: Any = None
+
+    def __post_init__(self) -> None:
+        _positive("train", self, "epochs", "batch_size")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+
+
+@dataclass
+class TensorQuantSection:
+    method: str = "none"
+    bits: int = FLOAT_BITS
+    per_channel: bool = False
+    signed: bool = False
+    act_multiplier: float = 0.1
+
+
+@dataclass
+class QuantSection:
+    name: str = "fp32"
+    weight: TensorQuantSection = field(default_factory=TensorQuantSection)
+    act: TensorQuantSection = field(default_factory=TensorQuantSection)
+    head_weight_bits: int = 8
+    head_weight_mode: str = "gaussian"
+    quantize_first_conv: bool = True
+    logit_clip: Any = None
+
+    def __post_init__(self) -> None:
+        for cls, methods in (("weight", WEIGHT_METHODS), ("act", ACT_METHODS)):
+            sec = getattr(self, cls)
+            if sec.method not in methods:
+                raise ConfigError(f"quant.{cls}.method", sec.method, methods)
+            if sec.method != "none" and not (2 <= sec.bits <= 8 or sec.bits == FLOAT_BITS):
+                raise ConfigError(f"quant.{cls}.bits", sec.bits, "an integer in 2..8, or 32 for float")
+        if not (2 <= self.head_weight_bits <= 8 or self.head_weight_bits == FLOAT_BITS):
+            raise ConfigError("quant.head_weight_bits", self.head_weight_bits, "2..8 or 32")
+
+
+def check_node(cfg: DictConfig, key: str, schema: type) -> Any:
+    """Merge ``cfg[key]`` onto ``schema``; return the typed object or raise ConfigError."""
+    node = cfg.get(key)
+    if node is None:
+        raise ConfigError(key, None, f"a {schema.__name__} node")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        full = f"{key}.{e.full_key}" if getattr(e, "full_key", None) else key
+        value = getattr(e, "value", None)
+        allowed = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        if "Key '" in str(e) and "not in" in str(e):
+            allowed = "a key of " + ", ".join(f.name for f in fields(schema))
+        raise ConfigError(full, value, allowed) from None
+
+
+def meta_teacher(cfg: DictConfig) -> torch.nn.Module:
+    """The teacher built on the meta device: shapes and tap names, no memory, no weights."""
+    with torch.device("meta"):
+        return instantiate(cfg.teacher.model)
+
+
+def check_teacher_checkpoint(cfg: DictConfig, model: torch.nn.Module) -> None:
+    from archnet.distill.build import check_state_dict, read_state_dict
+
+    path = cfg.teacher.get("checkpoint")
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise ConfigError("teacher.checkpoint", str(path),
+                          "an existing checkpoint file (train one with archnet-teacher)")
+    check_state_dict(model, read_state_dict(path), "teacher.checkpoint", path)
+
+
+def validate_common(cfg: DictConfig) -> None:
+    if not isinstance(cfg.get("seed"), int) or cfg.seed < 0:
+        raise ConfigError("seed", cfg.get("seed"), "a non-negative integer")
+    if cfg.get("progress", "auto") not in ("auto", True, False):
+        raise ConfigError("progress", cfg.progress, ["auto", True, False])
+    instantiate(cfg.data.module, _recursive_=False)  # constructors check their arguments only
+
+
+def validate_teacher(cfg: DictConfig) -> None:
+    validate_common(cfg)
+    check_node(cfg, "train", TrainSection)
+    meta_teacher(cfg)
+
+
+def validate_distill(cfg: DictConfig) -> None:
+    """Everything that can be checked without data: sections, quant, schedule, checkpoint."""
+    from archnet.distill.build import build_schedule
+
+    validate_common(cfg)
+    check_node(cfg, "distill", DistillSection)
+    check_node(cfg, "quant", QuantSection)
+    teacher = meta_teacher(cfg)
+    build_schedule(cfg, teacher.tap_names)
+    check_teacher_checkpoint(cfg, teacher)

@@ -1,0 +1,154 @@
+"""ResNet teacher -> Arch-Net student, the reference's rules (section 1.2):
+
+* stem ``imagenet`` (7x7/2 conv + 3x3/2 max-pool) -> units 3x3 (s1, s1, s2) + 2x2 max-pool
+  (random init); stem ``small`` (3x3 conv + 2x2 max-pool) -> one unit (copied) + 2x2 max-pool;
+* every conv -> a 3x3 unit with the teacher's weights (1x1 kernels at the centre) and BN;
+* the 1x1 projection shortcut -> a 3x3 unit, centre-initialised, BN copied;
+* ``relu(F(x) + shortcut)`` -> :class:`ConcatMerge` (sliced above ``max_in_channels``);
+* a conv whose input exceeds ``max_in_channels`` (ResNet50: layer3/4 ``conv1``, the layer4
+  projection) -> :class:`SplitConvUnit`: the input is cut into ``g`` equal groups of at most
+  ``max_in_channels`` channels, group ``i`` feeds its own 3x3 unit to ``cout / g`` channels
+  and the outputs are concatenated (reference 1.4; no cross-group mixing). Random init, as
+  the authors' code; ``init_split_from_teacher`` copies the block-diagonal part instead;
+* ``r50_layer2_bug`` (off by default) reproduces the authors' ResNet50 layer2: the block
+  output is the conv3 unit and no merge or shortcut is built (the authors' dead parameters
+  are omitted, so nothing is left without a gradient);
+* GAP + FC -> :class:`Head` (``flatten`` by default; ``gap`` as the authors' code).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from archnet.convert.weights import init_merge_as_add, load_bn, load_conv_as_3x3
+from archnet.models.resnet import BasicBlock, Bottleneck, ResNet
+from archnet.models.student import ArchBlock, ArchNetStudent, Head
+from archnet.models.taps import tap_shapes
+from archnet.ops.quant import QuantConfig, head_weight_config, make_weight_quantizer
+from archnet.ops.units import ConcatMerge, ConvUnit
+
+
+def split_groups(cin: int, cout: int, max_in_channels: int) -> int:
+    """Smallest ``g`` with ``cin / g <= max_in_channels`` dividing both ``cin`` and ``cout``."""
+    for g in range(-(-cin // max_in_channels), cin + 1):
+        if cin % g == 0 and cout % g == 0:
+            return g
+    raise ValueError(f"cannot split a {cin}->{cout} conv under max_in_channels={max_in_channels}")
+
+
+class SplitConvUnit(nn.Module):
+    """``concat_i unit_i(x[:, i*cin/g:(i+1)*cin/g])``: ``g`` 3x3 units of ``cin/g -> cout/g``."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int,
+                 quant: QuantConfig | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = cin, cout, groups
+        self.units = nn.ModuleList(ConvUnit(cin // groups, cout // groups, stride, quant)
+                                   for _ in range(groups))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([u(p) for u, p in zip(self.units, x.chunk(self.groups, 1))], 1)
+
+    @torch.no_grad()
+    def load_block_diagonal(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, fill: float = 0.0) -> None:
+        """Group ``i`` gets the teacher's weights from input group ``i`` to output group ``i``."""
+        ci, co = self.in_channels // self.groups, self.out_channels // self.groups
+        for i, unit in enumerate(self.units):
+            part = nn.Conv2d(ci, co, conv.kernel_size, bias=False)
+            part.weight.copy_(conv.weight[i * co:(i + 1) * co, i * ci:(i + 1) * ci])
+            load_conv_as_3x3(unit.conv, part, fill)
+            src = nn.BatchNorm2d(co, eps=bn.eps)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(src, name).copy_(getattr(bn, name)[i * co:(i + 1) * co])
+            load_bn(unit.bn, src)
+
+
+def conv_unit(cin: int, cout: int, stride: int, quant: QuantConfig | None,
+              max_in_channels: int = 512, groups: int = 1) -> nn.Module:
+    """A :class:`ConvUnit`, or a :class:`SplitConvUnit` when a dense conv sees more than
+    ``max_in_channels`` input channels (grouped convs see ``cin / groups``)."""
+    if groups == 1 and cin > max_in_channels:
+        return SplitConvUnit(cin, cout, stride, split_groups(cin, cout, max_in_channels), quant)
+    return ConvUnit(cin, cout, stride, quant, groups=groups)
+
+
+def _unit_from(conv: nn.Conv2d, bn: nn.BatchNorm2d, quant: QuantConfig, init: bool,
+               fill: float, max_in_channels: int = 512, init_split: bool = False) -> nn.Module:
+    unit = conv_unit(conv.in_channels, conv.out_channels, conv.stride[0], quant, max_in_channels)
+    if isinstance(unit, SplitConvUnit):
+        if init and init_split:
+            unit.load_block_diagonal(conv, bn, fill)
+    elif init:
+        load_conv_as_3x3(unit.conv, conv, fill)
+        load_bn(unit.bn, bn)
+    return unit
+
+
+def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool = True,
+                  fill: float = 0.0, max_in_channels: int = 512,
+                  merge_as_add: bool = False, init_split: bool = False,
+                  layer2_bug: bool = False) -> ArchBlock:
+    """One residual block -> main units (one per teacher conv) + shortcut + concat merge.
+
+    ``layer2_bug``: no merge and no shortcut; the last main unit is the block output.
+    """
+    convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    if isinstance(block, Bottleneck):
+        convs.append((block.conv3, block.bn3))
+    main = [_unit_from(c, b, quant, init, fill, max_in_channels, init_split) for c, b in convs]
+    n = len(main)
+    if layer2_bug:
+        return ArchBlock(main, block.tap_suffixes, tap_points=[*range(n), n - 1])
+    shortcut = None
+    if block.downsample is not None:
+        shortcut = _unit_from(block.downsample[0], block.downsample[1], quant, init, fill,
+                              max_in_channels, init_split)
+    main_ch = block_out_channels(block)
+    short_ch = main_ch if shortcut is not None else convs[0][0].in_channels
+    merge = ConcatMerge(main_ch, short_ch, main_ch, quant, max_in_channels)
+    if merge_as_add:
+        init_merge_as_add(merge.units, main_ch, short_ch)
+    return ArchBlock(main, block.tap_suffixes, tap_points=list(range(n + 1)),
+                     shortcut=shortcut, merge=merge)
+
+
+def block_out_channels(block: BasicBlock | Bottleneck) -> int:
+    return (block.conv3 if isinstance(block, Bottleneck) else block.conv2).out_channels
+
+
+def convert_stem(teacher: ResNet, quant: QuantConfig, init: bool) -> nn.Sequential:
+    w = teacher.conv1.out_channels
+    first = ConvUnit(teacher.conv1.in_channels, w, 1, quant,
+                     quantize_weight=quant.quantize_first_conv)
+    if teacher.stem_kind == "small":
+        if init:
+            load_conv_as_3x3(first.conv, teacher.conv1)
+            load_bn(first.bn, teacher.bn1)
+        return nn.Sequential(first, nn.MaxPool2d(2, 2))
+    return nn.Sequential(first, ConvUnit(w, w, 1, quant), ConvUnit(w, w, 2, quant), nn.MaxPool2d(2, 2))
+
+
+def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
+                   input_shape: tuple[int, int, int] = (3, 224, 224), head: str = "flatten",
+                   init_from_teacher: bool = True, center_fill: float = 0.0,
+                   max_in_channels: int = 512, init_merge_as_add: bool = False,
+                   init_head_from_teacher: bool = True, init_split_from_teacher: bool = False,
+                   r50_layer2_bug: bool = False) -> ArchNetStudent:
+    """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
+    quant = quant or QuantConfig()
+    stem = convert_stem(teacher, quant, init_from_teacher)
+    blocks = [(name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
+                                   init_merge_as_add, init_split_from_teacher,
+                                   r50_layer2_bug and _is_r50_layer2(name, b)))
+              for name, b in teacher.blocks()]
+    last = tap_shapes(teacher, input_shape)[teacher.tap_names[-2]]
+    hq = make_weight_quantizer(head_weight_config(quant), role="head")
+    student_head = Head(head, last[0], (last[1], last[2]), teacher.fc.out_features, hq,
+                        quant.logit_clip)
+    if init_from_teacher and init_head_from_teacher:
+        student_head.load_from_gap_fc(teacher.fc)
+    return ArchNetStudent(stem, blocks, student_head)
+
+
+def _is_r50_layer2(name: str, block: nn.Module) -> bool:
+    return isinstance(block, Bottleneck) and name.startswith("layer2.")

@@ -1,0 +1,128 @@
+"""Modules of a *deploy student*: BN folded, weights baked on their integer grid.
+
+:func:`archnet.deploy.fold.deploy_student` swaps every Arch-Net unit of a trained
+:class:`~archnet.models.student.ArchNetStudent` for these; the container modules (stem,
+blocks) and their forward logic stay as they are. The same modules are exported to ONNX
+(their autograd functions emit QDQ nodes, :mod:`archnet.deploy.qdq`), traced by
+:func:`trace_deploy` for statistics, and interpreted in integers by
+:mod:`archnet.deploy.intsim`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archnet.deploy.qdq import ActQDQFn, QConvFn, QLinearFn
+from archnet.ops.grid import ActGrid
+
+FLOAT_BITS = 32
+
+
+class DeployConv(nn.Module):
+    """``act(conv3x3(x, W_eff) + b_eff)``: a :class:`~archnet.ops.units.ConvUnit` with BN folded.
+
+    Quantized weights are ``codes * scale`` (one scale per output channel: the weight
+    quantizer's scale times the BN gain ``gamma/sigma`` times the activation rescale
+    ``r = out_scale/in_scale``); float weights are ``weight``. ``act`` is ``None`` for a
+    float ReLU, else the :class:`~archnet.ops.grid.ActGrid` applied as
+    ``clip(round(z / out_scale), qmin, qmax) * out_scale`` on the rescaled ``z``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int,
+                 bias: Tensor, act: ActGrid | None, codes: Tensor | None = None,
+                 scale: Tensor | None = None, weight: Tensor | None = None, w_bits: int = FLOAT_BITS,
+                 w_method: str = "none") -> None:
+        super().__init__()
+        if (codes is None) == (weight is None):
+            raise ValueError("DeployConv needs either integer codes (+ scale) or a float weight")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.groups = stride, groups
+        self.act, self.w_bits, self.w_method = act, w_bits, w_method
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    @property
+    def a_bits(self) -> int:
+        """Bits of the output activation (32 for a float ReLU)."""
+        return FLOAT_BITS if self.act is None else self.act.bits
+
+    def effective_weight(self) -> Tensor:
+        if self.codes is None:
+            return self.weight
+        return self.codes.to(self.scale.dtype) * self.scale.view(-1, 1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.codes is None:
+            z = F.conv2d(x, self.weight, self.bias, self.stride, 1, 1, self.groups)
+        else:
+            z = QConvFn.apply(x, self.codes, self.scale, self.bias, self.stride, self.groups)
+        if self.act is None:
+            return F.relu(z)
+        return ActQDQFn.apply(z, self.act.out_scale, self.act.qmin, self.act.qmax)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, stride={self.stride}, groups={self.groups}, "
+                f"w_bits={self.w_bits}, act={self.act}")
+
+
+class DeployMerge(nn.Module):
+    """``CBRQ(concat[main, shortcut])`` with explicit channel slices (traceable by ``torch.fx``)."""
+
+    def __init__(self, units: list[DeployConv], main_ch: int, short_ch: int) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(units)
+        self.main_ch, self.short_ch = main_ch, short_ch
+
+    def forward(self, main: Tensor, shortcut: Tensor) -> Tensor:
+        n = len(self.units)
+        if n == 1:
+            return self.units[0](torch.cat([main, shortcut], 1))
+        sm, ss = self.main_ch // n, self.short_ch // n
+        outs = [u(torch.cat([main[:, i * sm:(i + 1) * sm], shortcut[:, i * ss:(i + 1) * ss]], 1))
+                for i, u in enumerate(self.units)]
+        return torch.cat(outs, 1)
+
+
+class DeployHead(nn.Module):
+    """``clip(FC(pool(h)), -c, c)``: pool is global average (``gap``) or flatten."""
+
+    def __init__(self, kind: str, bias: Tensor, logit_clip: float | None, codes: Tensor | None = None,
+                 scale: Tensor | None = None, weight: Tensor | None = None, w_bits: int = FLOAT_BITS,
+                 w_method: str = "none") -> None:
+        super().__init__()
+        if (codes is None) == (weight is None):
+            raise ValueError("DeployHead needs either integer codes (+ scale) or a float weight")
+        self.kind, self.logit_clip, self.w_bits, self.w_method = kind, logit_clip, w_bits, w_method
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def effective_weight(self) -> Tensor:
+        if self.codes is None:
+            return self.weight
+        return self.codes.to(self.scale.dtype) * self.scale.view(-1, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = torch.flatten(F.adaptive_avg_pool2d(h, 1) if self.kind == "gap" else h, 1)
+        if self.codes is None:
+            z = F.linear(h, self.weight, self.bias)
+        else:
+            z = QLinearFn.apply(h, self.codes, self.scale, self.bias)
+        return z if self.logit_clip is None else torch.clamp(z, -self.logit_clip, self.logit_clip)
+
+
+class _DeployTracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (DeployConv, DeployHead)) or super().is_leaf_module(m, qualname)
+
+
+def trace_deploy(model: nn.Module) -> torch.fx.GraphModule:
+    """``torch.fx`` graph of a deploy student with :class:`DeployConv` and :class:`DeployHead`
+    as leaves: what integer simulation and layer statistics walk."""
+    graph = _DeployTracer().trace(model)
+    return torch.fx.GraphModule(model, graph)

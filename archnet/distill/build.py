@@ -1,0 +1,88 @@
+"""Build data, teacher, student, adapters and stages from a composed config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from archnet.data.base import ImageDataModule
+from archnet.distill.schedule import StageSpec
+from archnet.errors import ConfigError
+from archnet.models.taps import TappedChain
+from archnet.ops.quant import quant_config
+
+
+def build_data(cfg: DictConfig, batch_size: int) -> ImageDataModule:
+    dm = instantiate(cfg.data.module, batch_size=batch_size, seed=cfg.seed)
+    dm.setup()
+    return dm
+
+
+def build_teacher(cfg: DictConfig, load: bool = True) -> TappedChain:
+    """The teacher model, with its checkpoint loaded when ``teacher.checkpoint`` is set."""
+    model = instantiate(cfg.teacher.model)
+    path = cfg.teacher.get("checkpoint")
+    if load and path:
+        load_teacher_checkpoint(model, path)
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict: ``{"state_dict": ...}`` (archnet) or a bare state dict."""
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key: str, path: Any) -> None:
+    """Raise :class:`ConfigError` naming the first missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ConfigError(key, str(path), f"a checkpoint of this model ({what})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ConfigError(key, str(path), f"a checkpoint of this model ({name} has shape "
+                              f"{tuple(tensor.shape)}, the model needs {tuple(own[name].shape)})")
+
+
+def load_teacher_checkpoint(model: nn.Module, path: str | Path, key: str = "teacher.checkpoint") -> None:
+    if not Path(path).is_file():
+        raise ConfigError(key, str(path), "an existing checkpoint file (train one with archnet-teacher)")
+    state = read_state_dict(path)
+    check_state_dict(model, state, key, path)
+    model.load_state_dict(state)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a frozen teacher (DESIGN.md 3.4)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_student(cfg: DictConfig, teacher: TappedChain, input_shape: tuple[int, int, int]) -> TappedChain:
+    factory = instantiate(cfg.student, _partial_=True)  # objects are passed at call time
+    return factory(teacher=teacher, quant=quant_config(cfg.quant), input_shape=tuple(input_shape))
+
+
+def build_adapters(cfg: DictConfig, teacher: TappedChain, student: TappedChain,
+                   input_shape: tuple[int, int, int]) -> dict[str, nn.Module]:
+    """Training-only adapters per tap (``distill.adapters``: null for none)."""
+    spec = cfg.distill.get("adapters")
+    if not spec:
+        return {}
+    factory = instantiate(spec, _partial_=True)
+    return factory(teacher=teacher, student=student, input_shape=tuple(input_shape))
+
+
+def build_schedule(cfg: DictConfig, tap_names: list[str]) -> list[StageSpec]:
+    node = OmegaConf.to_container(cfg.schedule, resolve=True)
+    assert isinstance(node, dict)
+    return instantiate(node, tap_names=tap_names, _convert_="all", _recursive_=False)

@@ -1,0 +1,40 @@
+"""The run directory (DESIGN.md 3.3): ``stages/NN_name/{last.ckpt, state.pt, DONE}``,
+``student.pt``, ``metrics.json``, ``report.md``; Hydra owns ``.hydra/``.
+
+A stage is finished when its ``DONE`` marker exists; ``state.pt`` then holds the student
+and adapter weights it ended with. ``last.ckpt`` is the Lightning checkpoint of an
+unfinished stage (written atomically) from which a rerun resumes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from archnet.utils.io import atomic_write, save_text
+
+DONE = "DONE"
+STATE = "state.pt"
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a half-written file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def stage_dir(run_dir: Path, index: int, name: str) -> Path:
+    """``stages/<name>``; stage names already start with their two-digit index."""
+    return Path(run_dir) / "stages" / name
+
+
+def is_done(sdir: Path) -> bool:
+    return (sdir / DONE).exists()
+
+
+def mark_done(sdir: Path) -> None:
+    save_text("done\n", sdir / DONE)

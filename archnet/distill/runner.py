@@ -1,0 +1,114 @@
+"""``run_distill(cfg, run_dir)``: convert, then one ``Trainer.fit`` per stage, then evaluate.
+
+Config keys read: ``seed``, ``data``, ``teacher``, ``student``, ``quant``, ``schedule``,
+``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers}``,
+``trainer``, ``logger``, ``callbacks``, ``progress``. Stages marked DONE are skipped (their
+weights reloaded); an unfinished stage resumes from its ``last.ckpt``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from archnet.data.sampling import ImagesOnly, StageBatchSampler
+from archnet.distill import build, rundir
+from archnet.distill.stage_eval import evaluate_stage
+from archnet.distill.stage_module import DistillNet, StageModule
+from archnet.distill.trainable import select_trainable
+from archnet.distill.trainer import make_trainer
+from archnet.utils.dist import all_gather_objects, barrier, is_rank_zero
+from archnet.utils.io import save_json, save_torch
+
+
+def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, stages,
+               run_logger, extra_callbacks: list | None = None) -> dict[str, dict[str, Any]]:
+    """Fit every stage in order; returns per-stage metrics (also in ``stages/*/metrics.json``)."""
+    tap_names = teacher.tap_names
+    results: dict[str, dict[str, Any]] = {}
+    step_offset = 0
+    world = make_trainer(cfg, run_dir, max_steps=1).world_size
+    global_batch = cfg.distill.batch_size * world
+    for index, stage in enumerate(stages):
+        sdir = rundir.stage_dir(run_dir, index, stage.name)
+        metrics_path = sdir / "metrics.json"
+        total_steps = max(1, stage.samples // global_batch)
+        if rundir.is_done(sdir):
+            net.load_state_dict(torch.load(sdir / rundir.STATE, map_location="cpu"))
+            results[stage.name] = _read_json(metrics_path)
+            step_offset += total_steps
+            continue
+        trainer = make_trainer(cfg, sdir, total_steps, extra_callbacks)
+
+        def log_step(metrics: dict[str, float], step: int, _off: int = step_offset) -> None:
+            if is_rank_zero():
+                run_logger.log_metrics(metrics, _off + step)
+
+        module = StageModule(net, teacher, stage, dm.preprocess, global_batch, tap_names,
+                             step_logger=log_step, log_every=cfg.distill.log_every)
+        sampler = StageBatchSampler(len(dm.train_set), total_steps, cfg.distill.chunk_steps,
+                                    cfg.distill.batch_size, cfg.seed, index,
+                                    trainer.global_rank, world)
+        loader = DataLoader(ImagesOnly(dm.train_set), batch_sampler=sampler,
+                            num_workers=cfg.distill.num_workers)
+        example = dm.preprocess(next(iter(DataLoader(ImagesOnly(dm.train_set), batch_size=2))))
+        trainable = select_trainable(module, example)
+        last = sdir / rundir.LAST
+        history_start = len(run_logger.history)
+        start = time.perf_counter()
+        trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+        wall = time.perf_counter() - start
+        val = evaluate_stage(module, dm.val_dataloader(), cfg.distill.val_samples)
+        per_rank = all_gather_objects(val)
+        metrics = {"samples": total_steps * global_batch, "steps": total_steps,
+                   "wall_s": wall, "trainable_params": sum(
+                       p.numel() for n, p in net.named_parameters() if n in set(trainable)),
+                   **{f"val/{k}": v for k, v in val.items()},
+                   "curve": [[step, m[f"{stage.name}/train/loss"]]
+                             for step, m in run_logger.history[history_start:]
+                             if f"{stage.name}/train/loss" in m]}
+        if world > 1:
+            metrics["ranks"] = per_rank
+            metrics["ranks_agree"] = all(r == per_rank[0] for r in per_rank)
+        if is_rank_zero():
+            run_logger.log_metrics({f"{stage.name}/val/{k}": v for k, v in val.items()},
+                                   step_offset + total_steps)
+            save_torch(net.state_dict(), sdir / rundir.STATE)
+            save_json(metrics, metrics_path)
+            rundir.mark_done(sdir)
+        barrier()
+        results[stage.name] = metrics
+        step_offset += total_steps
+    return results
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Convert the teacher, distill through every stage, evaluate; returns metrics.json's dict."""
+    from archnet.distill.finish import finish_run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build.build_data(cfg, cfg.distill.batch_size)
+    teacher = build.freeze(build.build_teacher(cfg))
+    student = build.build_student(cfg, teacher, dm.input_shape)
+    net = DistillNet(student, build.build_adapters(cfg, teacher, student, dm.input_shape))
+    stages = build.build_schedule(cfg, teacher.tap_names)
+    run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())
+    try:
+        stage_metrics = run_stages(cfg, run_dir, net, teacher, dm, stages, run_logger, extra_callbacks)
+        return finish_run(cfg, run_dir, net, teacher, dm, stages, stage_metrics, run_logger)
+    finally:
+        run_logger.finish()

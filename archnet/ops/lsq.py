@@ -1,0 +1,111 @@
+"""Learned Step Size Quantization (LSQ; Esser et al. 2020, arXiv 1902.08153), reference 4.2.
+
+``q = round(clip(x / alpha, Qn, Qp)) * alpha`` with a learned step ``alpha``, rounding
+half to even with a straight-through estimator. Gradients:
+
+* ``dq/dx = 1`` for ``Qn <= x/alpha <= Qp``, else 0;
+* ``dq/dalpha = round(v) - v`` inside (``v = x/alpha``), ``Qn`` below, ``Qp`` above, then
+  multiplied by ``g = 1/sqrt(N Qp)``, ``N`` = elements sharing ``alpha`` (the whole tensor,
+  batch included, for activations; one output channel for per-channel weights).
+
+``alpha`` is initialised once, on the first *training* forward, to ``2 mean|x| / sqrt(Qp)``
+(per channel for per-channel weights); the ``init_state`` buffer records it, so a reloaded
+model keeps its steps and never re-initialises.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from archnet.ops.grid import ActGrid, IntGrid, check_bits
+from archnet.ops.ste import grad_scale, round_ste
+
+
+class _LsqBase(nn.Module):
+    """Shared LSQ machinery: range, step parameter, one-time initialisation."""
+
+    def __init__(self, bits: int, signed: bool, per_channel: bool = False) -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.signed, self.per_channel = bool(signed), bool(per_channel)
+        self.qn = -(2 ** (bits - 1)) if signed else 0
+        self.qp = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        # per-channel steps are resized to [C, 1, ...] at initialisation (or when loading)
+        self.alpha = nn.Parameter(torch.ones(()))
+        self.register_buffer("init_state", torch.zeros((), dtype=torch.uint8))
+        self._initialized = False
+
+    def _reduce_dims(self, x: Tensor) -> tuple[int, ...]:
+        return tuple(range(1, x.dim())) if self.per_channel else tuple(range(x.dim()))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        dims = self._reduce_dims(x)
+        a = 2.0 * x.detach().abs().mean(dims, keepdim=self.per_channel) / math.sqrt(self.qp)
+        a = a.clamp_min(1e-8)
+        if dist.is_available() and dist.is_initialized():  # one step for every rank
+            dist.all_reduce(a)
+            a /= dist.get_world_size()
+        self.alpha.data = a.to(self.alpha.dtype)
+        self.init_state.fill_(1)
+        self._initialized = True
+
+    def _maybe_init(self, x: Tensor) -> None:
+        if self.training and not self._initialized:
+            if bool(self.init_state):  # loaded from a checkpoint
+                self._initialized = True
+            else:
+                self._initialize(x)
+
+    def quantize(self, x: Tensor) -> Tensor:
+        self._maybe_init(x)
+        n = x.numel() // self.alpha.numel() if self.per_channel else x.numel()
+        alpha = grad_scale(self.alpha, 1.0 / math.sqrt(n * self.qp))
+        return round_ste(torch.clamp(x / alpha, self.qn, self.qp)) * alpha
+
+    @torch.no_grad()
+    def export_grid(self, x: Tensor) -> IntGrid:
+        """Codes ``round(clip(x/alpha, Qn, Qp))`` with scale ``alpha``."""
+        alpha = self.alpha.detach()
+        codes = torch.round(torch.clamp(x / alpha, self.qn, self.qp)).long()
+        return IntGrid(codes, alpha.clone(), self.bits, self.qn, self.qp)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        alpha = state_dict.get(prefix + "alpha")
+        if alpha is not None and alpha.shape != self.alpha.shape:  # per-channel shape
+            self.alpha.data = torch.empty_like(alpha, device=self.alpha.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._initialized = bool(self.init_state)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, range=[{self.qn}, {self.qp}], per_channel={self.per_channel}"
+
+
+class LsqWeight(_LsqBase):
+    """LSQ weights: signed, ``Qn = -2^(b-1)``, ``Qp = 2^(b-1) - 1`` (2 bits: ``{-2,-1,0,1} alpha``);
+    per tensor, or per output channel with ``per_channel=True``."""
+
+    def __init__(self, bits: int, per_channel: bool = False) -> None:
+        super().__init__(bits, signed=True, per_channel=per_channel)
+
+    def forward(self, w: Tensor) -> Tensor:
+        return self.quantize(w)
+
+
+class LsqAct(_LsqBase):
+    """LSQ activations, per tensor: unsigned by default (``Qn = 0``, ``Qp = 2^b - 1``), so the
+    quantizer is also a clipped ReLU; ``signed=True`` gives the signed range."""
+
+    def __init__(self, bits: int, signed: bool = False) -> None:
+        super().__init__(bits, signed=signed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.quantize(x)
+
+    def act_grid(self) -> ActGrid:
+        a = float(self.alpha.detach())
+        return ActGrid(a, a, self.qn, self.qp, self.bits, "half_even")
