@@ -25,3 +25,14 @@ def exit_bad_input(err: ConfigError) -> NoReturn:
         raise err
     print(f"archnet: error: {err}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def find_config_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError behind ``exc`` (e.g. wrapped by Hydra's instantiate), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None

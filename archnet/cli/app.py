@@ -19,11 +19,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from archnet.errors import ConfigError, exit_bad_input
+from archnet.errors import ConfigError, exit_bad_input, find_config_error
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 FLAGS_WITHOUT_RUN = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
-                     "--shell-completion", "-sc", "--resolve", "--package", "-p")
+                     "--shell-completion", "-sc", "--resolve", "--package", "-p",
+                     "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                     "--experimental-rerun", "--version")
 
 
 def group_options(group: str) -> list[str]:
@@ -52,9 +54,9 @@ def _job_overrides(argv: list[str]) -> tuple[list[list[str]], bool]:
 
 
 def precheck(config_name: str, argv: list[str], validate: Callable[[DictConfig], None]) -> None:
-    jobs, _ = _job_overrides(argv)
     if any(a in FLAGS_WITHOUT_RUN or a.split("=")[0] in FLAGS_WITHOUT_RUN for a in argv):
-        return
+        return  # Hydra prints or explains; nothing runs, nothing is written
+    jobs, _ = _job_overrides(argv)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for overrides in jobs:
@@ -69,19 +71,30 @@ def precheck(config_name: str, argv: list[str], validate: Callable[[DictConfig],
 def run_cli(config_name: str, task: Callable[[DictConfig], Any],
             validate: Callable[[DictConfig], None]) -> None:
     """Validate every job of the command line, then run ``task`` under ``@hydra.main``."""
+    from archnet.cli.quiet import quiet_third_party
+
+    quiet_third_party()
     try:
         precheck(config_name, sys.argv[1:], validate)
-    except ConfigError as e:
-        exit_bad_input(e)
+    except Exception as e:
+        _exit_if_bad_input(e)
+        raise
 
     @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except ConfigError as e:
-            exit_bad_input(e)
+        except Exception as e:
+            _exit_if_bad_input(e)
+            raise
 
     _main()
+
+
+def _exit_if_bad_input(exc: BaseException) -> None:
+    err = find_config_error(exc)
+    if err is not None:
+        exit_bad_input(err)
 
 
 def run_dir() -> Path:

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from archnet.convert.resnet import conv_unit
@@ -175,10 +176,10 @@ def parse_topology(topology: Mapping | Sequence | None, block_names: Sequence[st
     """``topology`` -> (stem, per-block) entries. A dict gives defaults plus optional ``stem``
     and ``blocks`` (a list in block order, or ``{block name: overrides}``); a list is the
     per-block list itself. Per-block entries override the defaults key by key."""
-    if topology is not None and not isinstance(topology, (Mapping, Sequence)):
-        from omegaconf import OmegaConf  # a DictConfig / ListConfig from Hydra
-
+    if OmegaConf.is_config(topology):  # a DictConfig / ListConfig from Hydra
         topology = OmegaConf.to_container(topology, resolve=True)  # type: ignore[assignment]
+    if isinstance(topology, str) or not isinstance(topology, (Mapping, Sequence, type(None))):
+        raise ConfigError("student.topology", topology, "a mapping of defaults or a per-block list")
     if topology is None or isinstance(topology, Sequence):
         topology = {"blocks": list(topology or [])}
     top = dict(topology)

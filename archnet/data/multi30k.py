@@ -324,6 +324,19 @@ class Multi30kDataModule(pl.LightningDataModule):
             raise ConfigError("data.split", name, sorted(self.datasets))
         return self.datasets[name]
 
+    @property
+    def train_set(self) -> PairDataset:
+        return self.split("train")
+
+    @property
+    def holdout_set(self) -> PairDataset:
+        """The split that selects checkpoints: ``val_split`` (``val`` or ``holdout``)."""
+        return self.split(self.val_split)
+
+    @property
+    def test_set(self) -> PairDataset:
+        return self.split(self.test_split)
+
     def references(self, split: str) -> list[str]:
         """Raw (detokenised, cased) target sentences of ``split``, in file order."""
         self.split(split)

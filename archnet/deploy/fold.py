@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from archnet.deploy.modules import DeployConv, DeployHead, DeployMerge
+from archnet.deploy.modules import DeployConv, DeployHead, DeployMerge, input_scales
 from archnet.models.student import Head
 from archnet.ops.grid import ActGrid
 from archnet.ops.layers import QConv2d, QLinear
@@ -115,11 +115,16 @@ def deploy_student(student: nn.Module) -> nn.Module:
 
     Every :class:`ConvUnit`, :class:`ConcatMerge` and :class:`Head` is replaced; anything
     left that still needs training-time machinery (a BN, a quantizer) raises ``ValueError``.
+    Layers with quantized weights and a quantized input get an int32 bias with
+    ``BIAS_FRAC_BITS`` fractional bits below the accumulator step ``s_x s_w``.
     """
     model = copy.deepcopy(student).eval()
     _swap(model)
     for name, m in model.named_modules():
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, QConv2d, QLinear)) or hasattr(m, "export_grid"):
             raise ValueError(f"module {name!r} ({type(m).__name__}) is not part of an Arch-Net deploy student")
+    for name, s_in in input_scales(model).items():
+        if s_in is not None:  # int32 bias on the accumulator grid (see archnet.deploy.qdq)
+            model.get_submodule(name).quantize_bias(s_in)
     model.requires_grad_(False)
     return model

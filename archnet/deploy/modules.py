@@ -14,20 +14,49 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnet.deploy.qdq import ActQDQFn, QConvFn, QLinearFn
+from archnet.deploy.qdq import ActQDQFn, QConvFn, QLinearFn, dequantize_bias
 from archnet.ops.grid import ActGrid
 
 FLOAT_BITS = 32
+BIAS_FRAC_BITS = 16
+_INT32_MAX = 2**31 - 1
 
 
-class DeployConv(nn.Module):
+class _IntBias:
+    """Mixin: the float ``bias`` optionally stored as int32 ``bias_codes * bias_scale``."""
+
+    bias: Tensor
+    bias_codes: Tensor | None
+    bias_scale: Tensor | None
+    scale: Tensor | None
+
+    def _bias_args(self) -> tuple[Tensor, Tensor | None]:
+        return (self.bias, None) if self.bias_codes is None else (self.bias_codes, self.bias_scale)
+
+    @torch.no_grad()
+    def quantize_bias(self, input_scale: float, frac_bits: int = BIAS_FRAC_BITS) -> None:
+        """Put the bias on ``2^-frac_bits`` of the accumulator grid ``s_x s_w`` (int32 codes);
+        ``bias`` becomes their float32 value. Fewer fractional bits if int32 would overflow."""
+        if self.scale is None:
+            return
+        for f in range(frac_bits, -1, -1):
+            bscale = (self.scale.double() * input_scale / 2**f).float()
+            codes = torch.round(self.bias.double() / bscale.double())
+            if bool((codes.abs() <= _INT32_MAX).all()):
+                break
+        self.bias_codes, self.bias_scale = codes.to(torch.int32), bscale
+        self.bias = dequantize_bias(self.bias_codes, self.bias_scale)
+
+
+class DeployConv(_IntBias, nn.Module):
     """``act(conv3x3(x, W_eff) + b_eff)``: a :class:`~archnet.ops.units.ConvUnit` with BN folded.
 
     Quantized weights are ``codes * scale`` (one scale per output channel: the weight
     quantizer's scale times the BN gain ``gamma/sigma`` times the activation rescale
     ``r = out_scale/in_scale``); float weights are ``weight``. ``act`` is ``None`` for a
     float ReLU, else the :class:`~archnet.ops.grid.ActGrid` applied as
-    ``clip(round(z / out_scale), qmin, qmax) * out_scale`` on the rescaled ``z``.
+    ``clip(round(z / out_scale), qmin, qmax) * out_scale`` on the rescaled ``z``. ``bias`` is
+    float32; after :meth:`quantize_bias` it is the value of int32 ``bias_codes * bias_scale``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int,
@@ -44,6 +73,8 @@ class DeployConv(nn.Module):
         self.register_buffer("scale", scale)
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
+        self.register_buffer("bias_codes", None)
+        self.register_buffer("bias_scale", None)
 
     @property
     def a_bits(self) -> int:
@@ -59,7 +90,7 @@ class DeployConv(nn.Module):
         if self.codes is None:
             z = F.conv2d(x, self.weight, self.bias, self.stride, 1, 1, self.groups)
         else:
-            z = QConvFn.apply(x, self.codes, self.scale, self.bias, self.stride, self.groups)
+            z = QConvFn.apply(x, self.codes, self.scale, *self._bias_args(), self.stride, self.groups)
         if self.act is None:
             return F.relu(z)
         return ActQDQFn.apply(z, self.act.out_scale, self.act.qmin, self.act.qmax)
@@ -87,7 +118,7 @@ class DeployMerge(nn.Module):
         return torch.cat(outs, 1)
 
 
-class DeployHead(nn.Module):
+class DeployHead(_IntBias, nn.Module):
     """``clip(FC(pool(h)), -c, c)``: pool is global average (``gap``) or flatten."""
 
     def __init__(self, kind: str, bias: Tensor, logit_clip: float | None, codes: Tensor | None = None,
@@ -101,6 +132,8 @@ class DeployHead(nn.Module):
         self.register_buffer("scale", scale)
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
+        self.register_buffer("bias_codes", None)
+        self.register_buffer("bias_scale", None)
 
     def effective_weight(self) -> Tensor:
         if self.codes is None:
@@ -112,7 +145,7 @@ class DeployHead(nn.Module):
         if self.codes is None:
             z = F.linear(h, self.weight, self.bias)
         else:
-            z = QLinearFn.apply(h, self.codes, self.scale, self.bias)
+            z = QLinearFn.apply(h, self.codes, self.scale, *self._bias_args())
         return z if self.logit_clip is None else torch.clamp(z, -self.logit_clip, self.logit_clip)
 
 
@@ -126,3 +159,21 @@ def trace_deploy(model: nn.Module) -> torch.fx.GraphModule:
     as leaves: what integer simulation and layer statistics walk."""
     graph = _DeployTracer().trace(model)
     return torch.fx.GraphModule(model, graph)
+
+
+def input_scales(model: nn.Module) -> dict[str, float | None]:
+    """Activation step of the input of every :class:`DeployConv` / :class:`DeployHead`
+    (``None`` when float, e.g. the image; the smallest step when a concat mixes steps)."""
+    gm = trace_deploy(model)
+    step: dict[str, float | None] = {}
+    out: dict[str, float | None] = {}
+    for n in gm.graph.nodes:
+        ins = [step[a.name] for a in n.all_input_nodes]
+        s_in = None if not ins or any(s is None for s in ins) else min(ins)  # type: ignore[type-var]
+        m = gm.get_submodule(n.target) if n.op == "call_module" else None
+        if isinstance(m, (DeployConv, DeployHead)):
+            out[n.target] = s_in
+            step[n.name] = m.act.out_scale if isinstance(m, DeployConv) and m.act is not None else None
+        else:
+            step[n.name] = s_in
+    return out

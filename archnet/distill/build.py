@@ -86,3 +86,11 @@ def build_schedule(cfg: DictConfig, tap_names: list[str]) -> list[StageSpec]:
     node = OmegaConf.to_container(cfg.schedule, resolve=True)
     assert isinstance(node, dict)
     return instantiate(node, tap_names=tap_names, _convert_="all", _recursive_=False)
+
+
+def build_task(cfg: DictConfig, dm: Any) -> Any:
+    """The distillation task of the data (``data.task``; images by default)."""
+    from archnet.distill.tasks import image_task
+
+    node = cfg.data.get("task")
+    return instantiate(node, _partial_=True)(dm=dm) if node else image_task(dm)

@@ -12,8 +12,6 @@ from omegaconf import DictConfig
 
 from archnet.distill.report import print_summary, write_report
 from archnet.distill.schedule import stage_table
-from archnet.metrics.complexity import count_macs, count_params
-from archnet.metrics.topk import evaluate_topk
 from archnet.ops.quant import quant_config
 from archnet.utils.dist import is_rank_zero
 from archnet.utils.io import save_json, save_torch
@@ -23,12 +21,11 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} CPU threads, torch {torch.__version__}"
 
 
-def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, stages,
+def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
                stage_metrics: dict[str, dict[str, Any]], run_logger) -> dict[str, Any]:
     if not is_rank_zero():
         return {}
     student = net.student
-    loader = dm.test_dataloader()
     q = quant_config(cfg.quant)
     bits = "fp32" if q.is_float else f"{q.weight.bits}w{q.act.bits}a"
     steps = sum(m.get("steps", 0) for m in stage_metrics.values())
@@ -37,13 +34,11 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, stages,
         "experiment": cfg.get("name", "run"), "seed": cfg.seed,
         "date": datetime.date.today().isoformat(), "machine": machine(),
         "test_samples": len(dm.test_set),
-        "teacher": {**{f"test/{k}": v for k, v in evaluate_topk(teacher, loader, dm.preprocess,
-                                                                  dm.num_classes).items()},
-                    "params": count_params(teacher), "macs": count_macs(teacher, dm.input_shape),
+        "teacher": {**task.final_metrics(teacher, dm),
+                    **task.complexity(teacher, dm),
                     "bits": "fp32"},
-        "student": {**{f"test/{k}": v for k, v in evaluate_topk(student, loader, dm.preprocess,
-                                                                  dm.num_classes).items()},
-                    "params": count_params(student), "macs": count_macs(student, dm.input_shape),
+        "student": {**task.final_metrics(student, dm),
+                    **task.complexity(student, dm),
                     "bits": bits, "s_per_step": wall / steps if steps else None},
         "stages": stage_metrics,
         "schedule": stage_table(stages),

@@ -7,11 +7,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.table import Table
 
-from archnet.utils.io import save_text  # noqa: E402
+from archnet.utils.io import save_text
 
 
 def plot_losses(stage_metrics: dict[str, dict[str, Any]], path: Path) -> None:

@@ -38,3 +38,36 @@ def is_done(sdir: Path) -> bool:
 
 def mark_done(sdir: Path) -> None:
     save_text("done\n", sdir / DONE)
+
+
+def load_run_config(run_dir: str | Path):
+    """The composed config a run was started with (``<run_dir>/.hydra/config.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from archnet.errors import ConfigError
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", str(run_dir), "a run directory holding .hydra/config.yaml")
+    return OmegaConf.load(path)
+
+
+def load_student(run_dir: str | Path):
+    """``(student, cfg)``: the deploy student of a finished run (no training-only modules)."""
+    from archnet.distill.build import build_student, build_teacher
+    from archnet.errors import ConfigError
+
+    cfg = load_run_config(run_dir)
+    weights = Path(run_dir) / "student.pt"
+    if not weights.is_file():
+        raise ConfigError("run_dir", str(run_dir), "a finished run (student.pt is missing)")
+    teacher = build_teacher(cfg, load=False)
+    student = build_student(cfg, teacher, _input_shape(cfg))
+    student.load_state_dict(torch.load(weights, map_location="cpu")["state_dict"])
+    return student.eval(), cfg
+
+
+def _input_shape(cfg) -> tuple[int, int, int]:
+    from hydra.utils import instantiate
+
+    return tuple(instantiate(cfg.data.module, _recursive_=False).input_shape)

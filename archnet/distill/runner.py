@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from archnet.data.sampling import ImagesOnly, StageBatchSampler
+from archnet.data.sampling import StageBatchSampler
 from archnet.distill import build, rundir
 from archnet.distill.stage_eval import evaluate_stage
 from archnet.distill.stage_module import DistillNet, StageModule
@@ -27,7 +27,7 @@ from archnet.utils.dist import all_gather_objects, barrier, is_rank_zero
 from archnet.utils.io import save_json, save_torch
 
 
-def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, stages,
+def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, task, stages,
                run_logger, extra_callbacks: list | None = None) -> dict[str, dict[str, Any]]:
     """Fit every stage in order; returns per-stage metrics (also in ``stages/*/metrics.json``)."""
     tap_names = teacher.tap_names
@@ -50,14 +50,15 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, sta
             if is_rank_zero():
                 run_logger.log_metrics(metrics, _off + step)
 
-        module = StageModule(net, teacher, stage, dm.preprocess, global_batch, tap_names,
-                             step_logger=log_step, log_every=cfg.distill.log_every)
+        module = StageModule(net, teacher, stage, None, global_batch, tap_names,
+                             step_logger=log_step, log_every=cfg.distill.log_every, task=task)
         sampler = StageBatchSampler(len(dm.train_set), total_steps, cfg.distill.chunk_steps,
                                     cfg.distill.batch_size, cfg.seed, index,
                                     trainer.global_rank, world)
-        loader = DataLoader(ImagesOnly(dm.train_set), batch_sampler=sampler,
-                            num_workers=cfg.distill.num_workers)
-        example = dm.preprocess(next(iter(DataLoader(ImagesOnly(dm.train_set), batch_size=2))))
+        loader = DataLoader(task.train_dataset(dm), batch_sampler=sampler,
+                            num_workers=cfg.distill.num_workers, collate_fn=task.collate_fn)
+        example = task.eval_inputs(next(iter(DataLoader(dm.train_set, batch_size=2,
+                                                        collate_fn=task.collate_fn))))
         trainable = select_trainable(module, example)
         last = sdir / rundir.LAST
         history_start = len(run_logger.history)
@@ -82,6 +83,8 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, sta
             save_torch(net.state_dict(), sdir / rundir.STATE)
             save_json(metrics, metrics_path)
             rundir.mark_done(sdir)
+            print(f"stage {stage.name}: {total_steps} steps in {wall:.1f} s, val loss "
+                  f"{val['loss']:.4g}, agreement with teacher {val['agreement']:.1f}%", flush=True)
         barrier()
         results[stage.name] = metrics
         step_offset += total_steps
@@ -106,9 +109,11 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     student = build.build_student(cfg, teacher, dm.input_shape)
     net = DistillNet(student, build.build_adapters(cfg, teacher, student, dm.input_shape))
     stages = build.build_schedule(cfg, teacher.tap_names)
+    task = build.build_task(cfg, dm)
     run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())
     try:
-        stage_metrics = run_stages(cfg, run_dir, net, teacher, dm, stages, run_logger, extra_callbacks)
-        return finish_run(cfg, run_dir, net, teacher, dm, stages, stage_metrics, run_logger)
+        stage_metrics = run_stages(cfg, run_dir, net, teacher, dm, task, stages, run_logger,
+                                   extra_callbacks)
+        return finish_run(cfg, run_dir, net, teacher, dm, task, stages, stage_metrics, run_logger)
     finally:
         run_logger.finish()

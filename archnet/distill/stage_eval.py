@@ -10,19 +10,22 @@ from archnet.distill.stage_module import StageModule
 @torch.no_grad()
 def evaluate_stage(module: StageModule, loader: DataLoader, max_samples: int) -> dict[str, float]:
     """Mean stage loss and top-1 agreement (%) with the teacher over ``max_samples`` images."""
-    net, teacher = module.net, module.teacher
+    net, teacher, task = module.net, module.teacher, module.task
     was_training = net.training
     net.eval()
-    loss_sum = agree = seen = 0.0
+    loss_sum = agree = seen = counted = 0.0
     try:
-        for x, _ in loader:  # labels are dropped here, never used
-            x = module.preprocess(x.to(module.device))
-            loss, _ = module.stage_loss(x)
-            loss_sum += float(loss) * x.shape[0]
-            agree += float((net.student(x).argmax(1) == teacher(x).argmax(1)).sum())
-            seen += x.shape[0]
+        for batch in loader:
+            batch = [b.to(module.device) for b in batch] if isinstance(batch, (list, tuple)) \
+                else batch.to(module.device)
+            inputs = task.eval_inputs(batch)  # labels are dropped here, never used
+            loss, _ = module.stage_loss(inputs)
+            n = task.batch_size(inputs)
+            loss_sum += float(loss) * n
+            same, count = task.agreement(net.student(*inputs), teacher(*inputs), inputs)
+            agree, counted, seen = agree + same, counted + count, seen + n
             if seen >= max_samples:
                 break
     finally:
         net.train(was_training)
-    return {"loss": loss_sum / seen, "agreement": 100.0 * agree / seen}
+    return {"loss": loss_sum / seen, "agreement": 100.0 * agree / max(counted, 1)}

@@ -16,8 +16,8 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from archnet.distill.losses import LOSSES
 from archnet.distill.schedule import StageSpec
+from archnet.distill.tasks import ImageTask
 from archnet.models.taps import TappedChain
 
 
@@ -42,16 +42,15 @@ class StageModule(pl.LightningModule):
     """One stage: ``StageSpec`` + ``DistillNet`` + frozen teacher + input preprocessing."""
 
     def __init__(self, net: DistillNet, teacher: TappedChain, stage: StageSpec,
-                 preprocess: Callable[[Tensor], Tensor], global_batch: int,
+                 preprocess: Callable[[Tensor], Tensor] | None, global_batch: int,
                  tap_names: list[str], augment: Callable[[Tensor, int], Tensor] | None = None,
                  step_logger: Callable[[dict[str, float], int], None] | None = None,
-                 log_every: int = 10) -> None:
+                 log_every: int = 10, task: Any = None) -> None:
         super().__init__()
         self.net = net
         self._frozen = [teacher]  # a list keeps it out of the module tree
         self.stage = stage
-        self.preprocess = preprocess
-        self.augment = augment
+        self.task = task if task is not None else ImageTask(preprocess, augment)  # type: ignore[arg-type]
         self.global_batch = global_batch
         self.upto = max(tap_names.index(t) for t in stage.taps)
         self.step_logger = step_logger
@@ -67,27 +66,18 @@ class StageModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device).eval()
 
-    def stage_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def stage_loss(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Teacher (no grad) and student up to the deepest tap, then the task's loss."""
         with torch.no_grad():
-            t_taps = self.teacher.forward_taps(x, self.upto)
-        s_taps = self.net.student.forward_taps(x, self.upto)
-        total = x.new_zeros(())
-        parts: dict[str, Tensor] = {}
-        for term in self.stage.terms:
-            s, t = s_taps[term.tap], t_taps[term.tap]
-            value = LOSSES[term.loss](self.net.adapt(term.tap, s, t), t)
-            parts[f"{term.loss}/{term.tap}"] = value.detach()
-            total = total + term.weight * value
-        return total, parts
+            t_taps = self.teacher.forward_taps(*inputs, upto=self.upto)
+        s_taps = self.net.student.forward_taps(*inputs, upto=self.upto)
+        return self.task.loss(self.stage.terms, s_taps, t_taps, inputs, self.net.adapt)
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        x = self.preprocess(batch)
-        if self.augment is not None:
-            x = self.augment(x, self.global_step)
-        loss, parts = self.stage_loss(x)
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, parts = self.stage_loss(self.task.train_inputs(batch, self.global_step))
         self.log("loss", loss, prog_bar=True, logger=False)
         if self.step_logger is not None and (self.global_step + 1) % self.log_every == 0:
-            metrics = {f"{self.stage.name}/train/loss": float(loss)}
+            metrics = {f"{self.stage.name}/train/loss": float(loss.detach())}
             metrics.update({f"{self.stage.name}/train/{k}": float(v) for k, v in parts.items()})
             metrics[f"{self.stage.name}/train/lr"] = self.optimizers().param_groups[0]["lr"]
             self.step_logger(metrics, self.global_step + 1)

@@ -16,7 +16,7 @@ from archnet.distill.stage_module import StageModule
 from archnet.errors import ConfigError
 
 
-def select_trainable(module: StageModule, example: Tensor) -> list[str]:
+def select_trainable(module: StageModule, example: tuple[Tensor, ...]) -> list[str]:
     """Set ``requires_grad`` on the stage's trainable parameters; return their names."""
     named = dict(module.net.named_parameters())
     spec = module.stage.trainable
@@ -28,7 +28,7 @@ def select_trainable(module: StageModule, example: Tensor) -> list[str]:
         was_training = module.net.training
         module.net.eval()
         try:
-            module.teacher.to(example.device)
+            module.teacher.to(example[0].device)
             loss, _ = module.stage_loss(example)
             grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
         finally:

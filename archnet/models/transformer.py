@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +80,8 @@ class _Stop(Exception):
 
 class _Taps:
     def __init__(self, names: list[str], last: int) -> None:
-        self.names, self.last, self.out = names, last, {}
+        self.names, self.last = names, last
+        self.out: dict[str, Tensor] = {}
 
     def __call__(self, name: str, t: Tensor) -> None:
         if name != self.names[len(self.out)]:
@@ -97,9 +99,11 @@ def _tap(taps: _Taps | None, name: str, t: Tensor) -> None:
 class InputStage(nn.Module):
     """``act(norm(drop(emb_act(emb(ids)) + P[offset:offset+L])))``; taps ``emb`` and ``in``."""
 
+    pos: Tensor
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
+        self.emb: nn.Module = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.emb_act: nn.Module = nn.Identity()
         self.register_buffer("pos", sinusoid_table(cfg.n_position, cfg.d_model), persistent=False)
         self.drop: nn.Module = nn.Dropout(cfg.dropout)
@@ -225,9 +229,17 @@ class Transformer(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
-        for stage in (self.enc_in, self.dec_in):
-            with torch.no_grad():
-                stage.emb.weight[self.cfg.pad_id].zero_()
+        with torch.no_grad():
+            for stage in (self.enc_in, self.dec_in):
+                cast(Tensor, stage.emb.weight)[self.cfg.pad_id].zero_()
+
+    @property
+    def enc_layers(self) -> list[EncoderLayer]:
+        return [cast(EncoderLayer, m) for m in self.enc]
+
+    @property
+    def dec_layers(self) -> list[DecoderLayer]:
+        return [cast(DecoderLayer, m) for m in self.dec]
 
     @property
     def tap_names(self) -> list[str]:
@@ -258,7 +270,7 @@ class Transformer(nn.Module):
         valid = src != self.cfg.pad_id
         mask = self.src_mask(src)
         h = self.enc_in(src, valid, "enc", taps)
-        for i, layer in enumerate(self.enc):
+        for i, layer in enumerate(self.enc_layers):
             h, attn = layer.mha(h, *layer.mha.keys_values(h), mask, valid)
             _tap(taps, f"enc.{i}.attn_map", attn)
             _tap(taps, f"enc.{i}.mha", h)
@@ -270,7 +282,7 @@ class Transformer(nn.Module):
         valid = tgt_in != self.cfg.pad_id
         mask = self.tgt_mask(tgt_in)
         h = self.dec_in(tgt_in, valid, "dec", taps)
-        for i, layer in enumerate(self.dec):
+        for i, layer in enumerate(self.dec_layers):
             h, attn = layer.self_attn(h, *layer.self_attn.keys_values(h), mask, valid)
             _tap(taps, f"dec.{i}.self_map", attn)
             _tap(taps, f"dec.{i}.self_mha", h)
@@ -309,7 +321,7 @@ class Transformer(nn.Module):
 
     def init_cache(self, memory: Tensor, src_mask: Tensor) -> DecoderCache:
         """Cross-attention keys/values computed once per sentence."""
-        kvs = [layer.cross_attn.keys_values(memory) for layer in self.dec]
+        kvs = [layer.cross_attn.keys_values(memory) for layer in self.dec_layers]
         n = len(self.dec)
         return DecoderCache(src_mask, [k for k, _ in kvs], [v for _, v in kvs], [None] * n, [None] * n)
 
@@ -319,10 +331,11 @@ class Transformer(nn.Module):
         Equal to the last row of :meth:`forward` in eval mode (norms must not use batch
         statistics)."""
         h = self.dec_in(tokens[:, None], None, "dec", None, offset=cache.length)
-        for i, layer in enumerate(self.dec):
+        for i, layer in enumerate(self.dec_layers):
             k, v = layer.self_attn.keys_values(h)
-            if cache.self_k[i] is not None:
-                k, v = torch.cat([cache.self_k[i], k], 2), torch.cat([cache.self_v[i], v], 2)
+            old_k, old_v = cache.self_k[i], cache.self_v[i]
+            if old_k is not None and old_v is not None:
+                k, v = torch.cat([old_k, k], 2), torch.cat([old_v, v], 2)
             cache.self_k[i], cache.self_v[i] = k, v
             h, _ = layer.self_attn(h, k, v, None, None)
             h, _ = layer.cross_attn(h, cache.cross_k[i], cache.cross_v[i], cache.src_mask, None)

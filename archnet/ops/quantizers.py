@@ -23,7 +23,7 @@ from archnet.ops.grid import ActGrid, IntGrid, check_bits
 from archnet.ops.lsq import LsqAct, LsqWeight
 from archnet.ops.ste import DorefaWeightFn, FixedRangeActFn, dorefa_levels, round_half_up, round_half_up_ste
 
-__all__ = ["DorefaWeight", "DorefaGaussianWeight", "FixedRangeAct", "LsqWeight", "LsqAct"]
+__all__ = ["DorefaGaussianWeight", "DorefaWeight", "FixedRangeAct", "LsqAct", "LsqWeight"]
 
 
 class DorefaWeight(nn.Module):

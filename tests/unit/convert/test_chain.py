@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from archnet.convert.chain import ChainTeacher, convert_chain, parse_topology
@@ -136,3 +137,7 @@ def test_bad_topology_is_a_config_error():
         parse_topology({"downsample": "avg"}, ["a"])
     with pytest.raises(ConfigError, match="one of a"):
         parse_topology({"blocks": {"b": {}}}, ["a"])
+    with pytest.raises(ConfigError, match="per-block list"):
+        parse_topology("wide", ["a"])
+    stem, blocks = parse_topology(OmegaConf.create({"width": 2, "blocks": {"b": {"n_units": 1}}}), ["a", "b"])
+    assert stem.n_units == 1 and [(b.n_units, b.width) for b in blocks] == [(2, 2), (1, 2)]

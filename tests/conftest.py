@@ -1,0 +1,124 @@
+"""Shared fixtures: composed configs, a tiny trained teacher (trained once per session),
+an isolated ``ARCHNET_ROOT`` per test, and CLI helpers.
+
+W&B never touches the network: ``WANDB_MODE=offline`` and ``WANDB_SILENT=true`` are set
+for the whole session (and inherited by every subprocess started from a test).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TEACHER_NAME = "tiny_resnet_synthetic_seed{seed}.pt"
+
+# Small but real: 2 x 32-sample steps per stage unless a test asks for more.
+FAST = ["debug=fast", "progress=false", "logger=none"]
+
+
+def compose(config_name: str = "distill", overrides: list[str] | None = None):
+    """The composed config ``config_name`` with ``overrides`` (reads ``$ARCHNET_ROOT``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from archnet.cli.app import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides or []), return_hydra_config=False)
+
+
+@pytest.fixture(scope="session")
+def compose_cfg() -> Callable:
+    return compose
+
+
+def teacher_path(root: Path, seed: int = 0) -> Path:
+    return Path(root) / "outputs" / "teachers" / TEACHER_NAME.format(seed=seed)
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny_resnet teacher trained for one epoch on 512 synthetic images (seed 0)."""
+    root = tmp_path_factory.mktemp("teacher_root")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCHNET_ROOT", str(root))
+    try:
+        from archnet.teacher.runner import run_teacher
+
+        cfg = compose("teacher", ["debug=fast", "progress=false"])
+        run_teacher(cfg, root / "teacher_run")
+    finally:
+        mp.undo()
+    path = teacher_path(root)
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path, trained_teacher: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``ARCHNET_ROOT`` (set in the environment) holding the seed-0 teacher."""
+    dest = teacher_path(tmp_path)
+    dest.parent.mkdir(parents=True)
+    shutil.copyfile(trained_teacher, dest)
+    monkeypatch.setenv("ARCHNET_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ARCHNET_ROOT=str(root), WANDB_MODE="offline", WANDB_SILENT="true",
+               PYTHONWARNINGS="ignore")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(tool: str, args: list[str], root: Path, timeout: float = 300,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``archnet-<tool> args...`` in ``root`` with ``ARCHNET_ROOT=root``."""
+    proc = subprocess.run([str(BIN / f"archnet-{tool}"), *args], env=cli_env(root), cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"archnet-{tool} {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def run_dirs(root: Path, name: str) -> list[Path]:
+    """Distillation run directories under ``<root>/outputs/<name>/`` (not teacher runs)."""
+    base = Path(root) / "outputs" / name
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("teacher"))
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file below ``path``: relative name -> (mtime_ns, bytes)."""
+    out = {}
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(path))] = (p.stat().st_mtime_ns, p.read_bytes())
+    return out
+
+
+@pytest.fixture
+def clean_hydra() -> Iterator[None]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()

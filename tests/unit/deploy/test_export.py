@@ -1,0 +1,56 @@
+"""ONNX export: onnxruntime reproduces the fake-quantized student; quant.json and summary."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from deploy_students import build_student, images, quant
+
+from archnet.deploy.export import export_student
+
+ORT_TOL = 1e-4  # max |logit| difference, onnxruntime vs fake-quant PyTorch (float32 rounding)
+
+
+def test_export_w2a4(tmp_path) -> None:
+    student = build_student(quant())
+    x = images(64)
+    out = export_student(student, tmp_path, x, "archnet", quant())
+    assert out["verdict"] == "pass", out["violations"]
+    assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
+    model = onnx.load(str(tmp_path / "student.onnx"))
+    assert model.opset_import[0].version >= 17
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "QuantizeLinear", "DequantizeLinear", "Gemm", "MaxPool", "Concat"} <= ops
+    assert not ops & {"BatchNormalization", "Add", "GlobalAveragePool", "Round"}
+    # every onnxruntime optimisation level (its QDQ rewrites included) gives the same logits
+    with torch.no_grad():
+        ref = student(images(16, seed=7)).numpy()
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        sess = ort.InferenceSession(str(tmp_path / "student.onnx"), so, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": images(16, seed=7).numpy()})[0]
+        assert np.abs(got - ref).max() < ORT_TOL
+        assert (got.argmax(1) == ref.argmax(1)).all()
+    table = json.loads((tmp_path / "quant.json").read_text())
+    conv_bits = {v["bits"] for v in table["weights"].values() if v["kind"] == "conv"}
+    assert conv_bits == {2} and table["weights"]["head.codes"]["bits"] == 8
+    assert all(v["levels"] <= 2 ** v["bits"] for v in table["weights"].values())
+    assert {a["bits"] for a in table["activations"]} == {4}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "BitOPs" in summary and "| Conv | 12 | yes |" in summary
+    layers = table["layers"]
+    assert out["bitops"] == sum(la["macs"] * la["w_bits"] * la["a_bits"] for la in layers)
+    assert layers[1]["w_bits"] == 2 and layers[1]["a_bits"] == 4 and layers[0]["a_bits"] == 32
+
+
+def test_export_lsq_gap_student(tmp_path) -> None:
+    """LSQ weights and activations (different step per layer), GAP head, gap profile."""
+    q = quant("lsq", 4, "lsq", 4)
+    student = build_student(q, head="gap")
+    out = export_student(student, tmp_path, images(32), "archnet_gap", q)
+    assert out["verdict"] == "pass", out["violations"]
+    assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
