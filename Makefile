@@ -9,6 +9,7 @@ export WANDB_MODE ?= offline
 export PYTHONWARNINGS ?= ignore
 
 .DEFAULT_GOAL := help
+-include make/*.mk
 
 help: ## list every target with a one-line description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-34s\033[0m %s\n", $$1, $$2}'

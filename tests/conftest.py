@@ -15,17 +15,22 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread: the test machine's 2 cores are shared, and oversubscribed OpenMP
+# threads make every convolution 10x slower. Subprocesses inherit it (see cli_env).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("WANDB_DISABLE_CODE", "true")
 
+import torch  # noqa: E402  (after the thread settings above)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TEACHER_NAME = "tiny_resnet_synthetic_seed{seed}.pt"
-
-# Small but real: 2 x 32-sample steps per stage unless a test asks for more.
-FAST = ["debug=fast", "progress=false", "logger=none"]
 
 
 def compose(config_name: str = "distill", overrides: list[str] | None = None):
@@ -68,12 +73,18 @@ def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def make_root(path: Path, trained_teacher: Path) -> Path:
+    """``path`` as an ``ARCHNET_ROOT`` holding the seed-0 teacher at its default place."""
+    dest = teacher_path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained_teacher, dest)
+    return Path(path)
+
+
 @pytest.fixture
 def root(tmp_path: Path, trained_teacher: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty ``ARCHNET_ROOT`` (set in the environment) holding the seed-0 teacher."""
-    dest = teacher_path(tmp_path)
-    dest.parent.mkdir(parents=True)
-    shutil.copyfile(trained_teacher, dest)
+    make_root(tmp_path, trained_teacher)
     monkeypatch.setenv("ARCHNET_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -115,6 +126,17 @@ def snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
     return out
 
 
+_THIS = sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def h():
+    """This module: the shared helpers (``h.distill``, ``h.run_cli``, ``h.SMOKE``...).
+
+    Test modules cannot ``import conftest``: other folders have their own conftest.py."""
+    return _THIS
+
+
 @pytest.fixture
 def clean_hydra() -> Iterator[None]:
     from hydra.core.global_hydra import GlobalHydra
@@ -122,3 +144,26 @@ def clean_hydra() -> Iterator[None]:
     GlobalHydra.instance().clear()
     yield
     GlobalHydra.instance().clear()
+
+
+# schedule=smoke at a quarter of its budget: 2 stages x 4 steps of 16 samples, chunks of 2
+SMOKE = ["debug=fast", "schedule=smoke", "schedule.scale=0.25", "distill.batch_size=16",
+         "distill.chunk_steps=2", "distill.log_every=1", "logger=none", "progress=false"]
+
+
+def distill(run_dir: Path, overrides: list[str], extra_callbacks: list | None = None) -> dict:
+    """``run_distill`` in this process on the composed distill config (``$ARCHNET_ROOT`` set)."""
+    from archnet.distill.runner import run_distill
+
+    cfg = compose("distill", overrides)
+    return run_distill(cfg, run_dir, extra_callbacks=extra_callbacks)
+
+
+def stage_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in (Path(run_dir) / "stages").iterdir() if p.is_dir())
+
+
+def load(path: Path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)

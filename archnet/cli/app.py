@@ -36,7 +36,14 @@ def group_options(group: str) -> list[str]:
 def _job_overrides(argv: list[str]) -> tuple[list[list[str]], bool]:
     """Expand sweeps (``k=a,b``) into one override list per job; check group options."""
     overrides = [a for a in argv if not a.startswith("-")]
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parser = OverridesParser.create()
+    for text in overrides:  # one line naming the override Hydra's grammar cannot parse
+        try:
+            parser.parse_overrides([text])
+        except HydraException as e:
+            raise ConfigError("override", text, "key=value in Hydra's override grammar ("
+                              + str(e).splitlines()[0].split(":")[0] + ")") from None
+    parsed = parser.parse_overrides(overrides)
     choices: list[list[str]] = []
     for ov in parsed:
         key = ov.key_or_group

@@ -6,7 +6,8 @@ Folds BN, bakes weights on their integer grids, writes ``<run_dir>/export/`` wit
 integer-simulation parity on test images, profile verdict), and prints the summary.
 
 Config keys (conf/export.yaml): ``run_dir``, ``profile`` (null: the run's profile),
-``example_batch``, ``parity_images``, ``batch_size``, ``strict`` (exit 1 on violations).
+``example_batch``, ``parity_images``, ``exact_check``, ``batch_size``, ``strict`` (exit 1
+on violations).
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def task(cfg: DictConfig) -> dict:
     out_dir = run_dir()
     metrics = export_student(student, out_dir, images[:cfg.example_batch], profile,
                              quant_config(run_cfg.get("quant")),
-                             parity_images=images[:cfg.parity_images] if cfg.parity_images else None)
+                             parity_images=images[:cfg.parity_images] if cfg.parity_images else None,
+                             exact_check=bool(cfg.get("exact_check", False)))
     save_json(metrics, out_dir / "export.json")
     Console().print(Markdown((out_dir / "summary.md").read_text()))
     if cfg.strict and metrics["verdict"] != "pass":

@@ -34,7 +34,7 @@ def print_result(result) -> None:
         return
     console.print(f"[red]{len(result.violations)} violation(s)[/red]:")
     for v in result.violations:
-        console.print(f"  {v.node} ({v.op_type}): {v.why}", highlight=False, markup=False)
+        console.print(f"  {v.node} ({v.op_type}): {v.why}", highlight=False, markup=False, soft_wrap=True)
 
 
 def run_verify(argv: Sequence[str]):

@@ -46,6 +46,7 @@ class TrainSection:
     label_smoothing: float = 0.1
     warmup_epochs: float = 0.0
     optimizer: Any = None
+    module: Any = None  # LightningModule factory (null: image classifier; see teacher/runner.py)
 
     def __post_init__(self) -> None:
         _positive("train", self, "epochs", "batch_size")

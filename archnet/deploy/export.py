@@ -7,11 +7,17 @@ custom-function symbolics give exact control over the emitted nodes):
   zero_point=0, axis=0) -> Conv / Gemm``. ``codes`` hold the quantizer's integer grid
   (int8; int16 for 8-bit DoReFa, whose codes ``2k - M`` reach +-255, see
   :mod:`archnet.ops.grid`); ``scale`` has one value per output channel because BN (and
-  the activation multiplier) are folded into it (:mod:`archnet.deploy.fold`). Biases are
-  float (the folded BN shift).
+  the activation multiplier) are folded into it (:mod:`archnet.deploy.fold`). The bias
+  (folded BN shift) is ``DequantizeLinear(int32 codes, scale)`` on a power-of-two fraction of
+  the accumulator step ``s_x s_w`` (float for the first conv, whose input is the float image;
+  why not float everywhere: :mod:`archnet.deploy.qdq`).
 * activations are **Q/DQ pairs**: ``Clip(0, qmax s) -> QuantizeLinear(s, uint8 zp 0) ->
   DequantizeLinear(s)``; the ``Clip`` is the ReLU and the b-bit range, the pair the grid.
 * the input image and the logits are float; the logit clip is a ``Clip``.
+
+The alternative, Q/DQ pairs around float weight tensors that happen to be integer-valued,
+was not chosen: the integer codes would only exist implicitly, and onnxruntime would
+re-derive (and may re-round) them.
 
 ``quant.json`` lists every weight initializer (bits, method, code range, per-channel
 scales) and every activation quantizer (bits, scale, range), plus layer costs;
@@ -77,6 +83,9 @@ def quant_table(deploy: nn.Module, model: onnx.ModelProto, layers: list[LayerSta
                              "dtype": str(m.codes.dtype).replace("torch.", ""), "axis": 0,
                              "qmin": int(codes.min()), "qmax": int(codes.max()),
                              "levels": int(codes.unique().numel()), "scale": m.scale.tolist()}
+            if m.bias_codes is not None:
+                weights[init]["bias"] = {"initializer": f"{name}.bias_codes", "dtype": "int32",
+                                         "scale": m.bias_scale.tolist()}
         else:
             weights[f"{name}.weight"] = {"layer": name, "kind": kind, "bits": 32, "method": "float"}
         if isinstance(m, DeployConv) and m.act is not None:
@@ -92,18 +101,24 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _summary(out: dict[str, Any], hist: dict[str, int], layers: list[LayerStat], verdict: Any) -> str:
-    t = out["totals"]
     lines = ["# Exported student", "",
              f"- ONNX: `student.onnx` (opset {OPSET}, QDQ: integer weight initializers + per-channel "
              "scales, Q/DQ activation pairs)",
-             f"- parameters: {t['params']:,}", f"- MACs / image: {t['macs']:,}",
-             f"- BitOPs / image (MACs x w_bits x a_bits): {t['bitops']:,}",
+             f"- parameters: {out['params']:,}", f"- MACs / image: {out['macs']:,}",
+             f"- BitOPs / image (MACs x w_bits x a_bits): {out['bitops']:,}",
              f"- onnxruntime vs fake-quant PyTorch: max |logit diff| {out['ort_max_abs_diff']:.3g}, "
              f"top-1 agreement {out['ort_top1_agreement']:.4f} on {out['ort_n']} inputs"]
-    if "intsim" in out:
+    if "skipped" in out.get("intsim", {}):
+        lines.append(f"- integer simulation skipped: {out['intsim']['skipped']}")
+    elif "intsim" in out:
         s = out["intsim"]
         lines.append(f"- integer simulation vs fake-quant: top-1 agreement {s['top1_agreement']:.4f}, "
                      f"max |logit diff| {s['max_logit_diff']:.3g} on {s['n']} inputs")
+        if "exact_top1_agreement" in s:
+            lines.append(f"- integer simulation vs deploy model in float64: top-1 agreement "
+                         f"{s['exact_top1_agreement']:.4f}, max |logit diff| {s['exact_max_logit_diff']:.3g}; "
+                         f"vs fake-quant in float64: {s['fq64_top1_agreement']:.4f}, "
+                         f"{s['fq64_max_logit_diff']:.3g}")
     lines += [f"- profile `{out['profile']}`: **{out['verdict']}**", "", "## Operators", "",
               "| op | count | allowed |", "|---|---:|---|"]
     allowed = {r.op_type: r.allowed for r in verdict.rows}
@@ -120,7 +135,7 @@ def _summary(out: dict[str, Any], hist: dict[str, int], layers: list[LayerStat],
 @torch.no_grad()
 def export_student(student: nn.Module, out_dir: str | Path, example_input: Tensor,
                    profile_name: str = "archnet", quant_cfg: Any = None,
-                   parity_images: Tensor | None = None) -> dict[str, Any]:
+                   parity_images: Tensor | None = None, exact_check: bool = False) -> dict[str, Any]:
     """Write ``student.onnx``, ``quant.json`` and ``summary.md`` into ``out_dir``.
 
     Args:
@@ -130,6 +145,8 @@ def export_student(student: nn.Module, out_dir: str | Path, example_input: Tenso
         profile_name: verifier profile (name in ``conf/profile`` or a YAML path).
         quant_cfg: the run's ``QuantConfig`` (recorded in ``quant.json``).
         parity_images: optional images for the integer-simulation check (:mod:`intsim`).
+        exact_check: also compare the integer simulation with the deploy and fake-quant models
+            run in float64 (:func:`archnet.deploy.intsim.compare`).
 
     Returns:
         Metrics: paths, ``params``/``macs``/``bitops``, ``ort_max_abs_diff`` and
@@ -154,11 +171,14 @@ def export_student(student: nn.Module, out_dir: str | Path, example_input: Tenso
                            "summary": str(out_dir / "summary.md"), **table["totals"],
                            "ort_max_abs_diff": float(np.abs(got - ref).max()),
                            "ort_top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-                           "ort_n": len(ref), "totals": table["totals"]}
+                           "ort_n": len(ref)}
     if parity_images is not None:
-        from archnet.deploy.intsim import compare
+        from archnet.deploy.intsim import compare, integer_ready
 
-        out["intsim"] = compare(student, parity_images, deploy=deploy)
+        float_layer = integer_ready(deploy)
+        out["intsim"] = (compare(student, parity_images, deploy=deploy, check_exact=exact_check)
+                         if float_layer is None
+                         else {"skipped": f"layer {float_layer} is not quantized"})
     student.train(was_training)
     result = verify_onnx(onnx_path, profile_name)
     out.update(profile=result.profile, verdict="pass" if result.ok else "fail",

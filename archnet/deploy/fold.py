@@ -71,15 +71,15 @@ def fold_unit(unit: ConvUnit) -> DeployConv:
     r = 1.0 if act is None else act.out_scale / act.in_scale
     g, bias = fold_bn(torch.ones(conv.out_channels, device=conv.weight.device), conv.bias, unit.bn)
     kw = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, stride=conv.stride[0],
-              groups=conv.groups, bias=(bias * r).float(), act=act)
+              groups=conv.groups, bias=bias * r, act=act)
     if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.dilation != (1, 1):
         raise ValueError(f"not an Arch-Net unit: kernel {conv.kernel_size}, padding {conv.padding}")
     wq = conv.weight_quantizer
     if not hasattr(wq, "export_grid"):  # float weights
-        return DeployConv(weight=(conv.weight * (g * r).view(-1, 1, 1, 1)).float(), **kw)
+        return DeployConv(weight=conv.weight * (g * r).view(-1, 1, 1, 1), **kw)
     grid = wq.export_grid(conv.weight)
     scale = grid.scale.reshape(-1).expand(conv.out_channels) * g * r
-    return DeployConv(codes=_int_codes(grid.codes, grid.qmin, grid.qmax), scale=scale.float().contiguous(),
+    return DeployConv(codes=_int_codes(grid.codes, grid.qmin, grid.qmax), scale=scale.contiguous(),
                       w_bits=grid.bits, w_method=_method(wq), **kw)
 
 
@@ -87,12 +87,12 @@ def fold_unit(unit: ConvUnit) -> DeployConv:
 def fold_head(head: Head) -> DeployHead:
     """Classifier -> :class:`DeployHead` with the FC weight on its integer grid."""
     fc: QLinear = head.fc
-    bias = fc.bias.float() if fc.bias is not None else torch.zeros(fc.out_features)
+    bias = fc.bias.detach().clone() if fc.bias is not None else fc.weight.new_zeros(fc.out_features)
     wq = fc.weight_quantizer
     if not hasattr(wq, "export_grid"):
-        return DeployHead(head.kind, bias, head.logit_clip, weight=fc.weight.float().clone())
+        return DeployHead(head.kind, bias, head.logit_clip, weight=fc.weight.detach().clone())
     grid = wq.export_grid(fc.weight)
-    scale = grid.scale.reshape(-1).expand(fc.out_features).float().contiguous()
+    scale = grid.scale.reshape(-1).expand(fc.out_features).contiguous()
     return DeployHead(head.kind, bias, head.logit_clip, codes=_int_codes(grid.codes, grid.qmin, grid.qmax),
                       scale=scale, w_bits=grid.bits, w_method=_method(wq))
 
@@ -115,8 +115,8 @@ def deploy_student(student: nn.Module) -> nn.Module:
 
     Every :class:`ConvUnit`, :class:`ConcatMerge` and :class:`Head` is replaced; anything
     left that still needs training-time machinery (a BN, a quantizer) raises ``ValueError``.
-    Layers with quantized weights and a quantized input get an int32 bias with
-    ``BIAS_FRAC_BITS`` fractional bits below the accumulator step ``s_x s_w``.
+    Layers with quantized weights and a quantized input get an int32 bias on a power-of-two
+    fraction of the accumulator step ``s_x s_w`` (:meth:`DeployConv.quantize_bias`).
     """
     model = copy.deepcopy(student).eval()
     _swap(model)
@@ -124,7 +124,7 @@ def deploy_student(student: nn.Module) -> nn.Module:
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, QConv2d, QLinear)) or hasattr(m, "export_grid"):
             raise ValueError(f"module {name!r} ({type(m).__name__}) is not part of an Arch-Net deploy student")
     for name, s_in in input_scales(model).items():
-        if s_in is not None:  # int32 bias on the accumulator grid (see archnet.deploy.qdq)
+        if s_in is not None:  # int32 bias (see archnet.deploy.qdq for why)
             model.get_submodule(name).quantize_bias(s_in)
     model.requires_grad_(False)
     return model

@@ -18,7 +18,7 @@ from archnet.deploy.qdq import ActQDQFn, QConvFn, QLinearFn, dequantize_bias
 from archnet.ops.grid import ActGrid
 
 FLOAT_BITS = 32
-BIAS_FRAC_BITS = 16
+BIAS_MAX_CODE = 2**24
 _INT32_MAX = 2**31 - 1
 
 
@@ -34,16 +34,20 @@ class _IntBias:
         return (self.bias, None) if self.bias_codes is None else (self.bias_codes, self.bias_scale)
 
     @torch.no_grad()
-    def quantize_bias(self, input_scale: float, frac_bits: int = BIAS_FRAC_BITS) -> None:
-        """Put the bias on ``2^-frac_bits`` of the accumulator grid ``s_x s_w`` (int32 codes);
-        ``bias`` becomes their float32 value. Fewer fractional bits if int32 would overflow."""
+    def quantize_bias(self, input_scale: float, max_code: int = BIAS_MAX_CODE) -> None:
+        """Store the bias as int32 ``bias_codes * bias_scale`` with ``bias_scale = s_x s_w / 2^f``,
+        a power-of-two fraction of the accumulator step ``s_x s_w`` per output channel: the
+        largest ``f`` in 0..30 with ``|code| <= 2^24`` (exact in float32, so onnxruntime and
+        PyTorch dequantize it identically). ``bias`` becomes the dequantized value."""
         if self.scale is None:
             return
-        for f in range(frac_bits, -1, -1):
-            bscale = (self.scale.double() * input_scale / 2**f).float()
-            codes = torch.round(self.bias.double() / bscale.double())
-            if bool((codes.abs() <= _INT32_MAX).all()):
-                break
+        step = self.scale.double().abs().clamp_min(1e-30) * input_scale
+        ratio = (self.bias.double().abs() / step).clamp_min(1e-30)
+        frac = torch.floor(torch.log2(max_code / ratio)).clamp(0, 30)
+        bscale = (step / torch.pow(2.0, frac)).float()
+        codes = torch.round(self.bias.double() / bscale.double())
+        if bool((codes.abs() > _INT32_MAX).any()):
+            raise OverflowError("bias does not fit int32 on the accumulator grid")
         self.bias_codes, self.bias_scale = codes.to(torch.int32), bscale
         self.bias = dequantize_bias(self.bias_codes, self.bias_scale)
 

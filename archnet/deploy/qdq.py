@@ -11,14 +11,16 @@ emits those nodes:
 * :class:`QLinearFn` -- ``DequantizeLinear(codes, scale, axis=0) -> Gemm(x, w, bias, transB=1)``,
   bias as for the conv.
 
-Why an int32 bias with its own scale: onnxruntime's ``WeightBiasQuantization`` optimizer
-rewrites a *float* bias of a Conv/Gemm whose inputs come from DequantizeLinear into int32 on
-the accumulator grid ``s_x s_w``, which moves each channel by up to half an accumulator
-step and flips activation codes; a bias that already is int32 + scale is left alone.
 * :class:`ActQDQFn` -- ``Clip(x, qmin s, qmax s) -> QuantizeLinear(s) -> DequantizeLinear(s)``
   with a uint8 (int8 when signed) zero point 0: ``y = clip(round(x/s), qmin, qmax) s``
   (round half to even, as ``QuantizeLinear``). The ``Clip`` carries the b-bit range, the
   8-bit Q/DQ pair the integer grid.
+
+Why an int32 bias with its own scale: onnxruntime's ``WeightBiasQuantization`` optimizer
+rewrites a *float* bias of a Conv/Gemm whose inputs come from DequantizeLinear into int32 on
+the accumulator grid ``s_x s_w``, which moves each channel by up to half an accumulator
+step and flips activation codes; a bias that already is int32 + scale is left alone (see
+:meth:`archnet.deploy.modules.DeployConv.quantize_bias` for the scale used).
 """
 from __future__ import annotations
 

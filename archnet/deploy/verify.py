@@ -7,9 +7,10 @@ ONNX file, quantized or float. Checks:
   ``allow_global_pool``; ``ReduceMean`` only over H and W);
 * ``Conv``: kernel, strides, pads, dilation 1, groups (dense, or depthwise if allowed) and
   input channels <= ``max_in_channels``; ``MaxPool``: window, stride, no padding;
-* weight bits of every Conv/Gemm/MatMul: from ``quant.json`` by initializer name, else the
-  number of distinct integer codes behind its ``DequantizeLinear`` (``ceil(log2 n)``); a float
-  weight is 32 bits;
+* weight bits of every Conv/Gemm/MatMul: from ``quant.json`` by initializer name (must be an
+  allowed width), else the number ``n`` of distinct integer codes behind its
+  ``DequantizeLinear``: it needs ``ceil(log2 n)`` bits, which some allowed width must cover
+  (a lower bound: a tensor need not use every level); a float weight is 32 bits;
 * activation bits of every ``QuantizeLinear``: the range of the ``Clip`` in front of it
   (``(max - min)/scale + 1`` levels), else the zero-point dtype width;
 * float activations into a Conv/Gemm/MatMul (anything but the network input that is not
@@ -187,9 +188,14 @@ def _weight_bits(n: onnx.NodeProto, name: str, g: _Graph, p: Profile, qj: dict[s
     else:
         bits, source = None, "float"
     out.append(TensorBits(name, "weight", bits, source))
-    if bits is None and not p.bits.allow_float:
-        bad.append(Violation(name, n.op_type, "float weights"))
-    elif bits is not None and bits not in p.bits.weights:
+    if bits is None:
+        if not p.bits.allow_float:
+            bad.append(Violation(name, n.op_type, "float weights"))
+    elif source == "levels":  # a lower bound: fits if some allowed width holds that many levels
+        if not any(b >= bits for b in p.bits.weights):
+            bad.append(Violation(name, n.op_type, f"weights need {bits} bits ({levels} levels), "
+                                 f"more than {list(p.bits.weights)} allow"))
+    elif bits not in p.bits.weights:
         bad.append(Violation(name, n.op_type, f"{bits}-bit weights not in {list(p.bits.weights)}"))
 
 
@@ -250,8 +256,8 @@ def verify_onnx(model: str | Path | onnx.ModelProto, profile: str | Path | Profi
                 bad.append(Violation(name, n.op_type, "float activation input (not quantized)"))
         if n.op_type == "QuantizeLinear":
             _act_bits(n, name, g, p, bad, res.tensors)
-        data = [kind.get(x, "float") for x in n.input[:1] if x not in g.consts] + \
-               [kind.get(x, "float") for x in n.input[1:] if n.op_type == "Concat" and x not in g.consts]
+        data_inputs = n.input if n.op_type == "Concat" else n.input[:1]
+        data = [kind.get(x, "float") for x in data_inputs if x and x not in g.consts]
         if n.op_type == "DequantizeLinear":
             k = "quant"
         elif n.op_type in PASS_THROUGH and data:

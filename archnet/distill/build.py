@@ -67,19 +67,24 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_student(cfg: DictConfig, teacher: TappedChain, input_shape: tuple[int, int, int]) -> TappedChain:
+def _shape(input_shape: Any) -> tuple[int, ...] | None:
+    """``input_shape`` as a tuple; ``None`` for data without a fixed input shape (token ids)."""
+    return tuple(input_shape) if input_shape is not None else None
+
+
+def build_student(cfg: DictConfig, teacher: TappedChain, input_shape: tuple[int, int, int] | None) -> TappedChain:
     factory = instantiate(cfg.student, _partial_=True)  # objects are passed at call time
-    return factory(teacher=teacher, quant=quant_config(cfg.quant), input_shape=tuple(input_shape))
+    return factory(teacher=teacher, quant=quant_config(cfg.quant), input_shape=_shape(input_shape))
 
 
 def build_adapters(cfg: DictConfig, teacher: TappedChain, student: TappedChain,
-                   input_shape: tuple[int, int, int]) -> dict[str, nn.Module]:
+                   input_shape: tuple[int, int, int] | None) -> dict[str, nn.Module]:
     """Training-only adapters per tap (``distill.adapters``: null for none)."""
     spec = cfg.distill.get("adapters")
     if not spec:
         return {}
     factory = instantiate(spec, _partial_=True)
-    return factory(teacher=teacher, student=student, input_shape=tuple(input_shape))
+    return factory(teacher=teacher, student=student, input_shape=_shape(input_shape))
 
 
 def build_schedule(cfg: DictConfig, tap_names: list[str]) -> list[StageSpec]:
@@ -94,3 +99,21 @@ def build_task(cfg: DictConfig, dm: Any) -> Any:
 
     node = cfg.data.get("task")
     return instantiate(node, _partial_=True)(dm=dm) if node else image_task(dm)
+
+
+def check_tap_pairs(stages: list[StageSpec], teacher: Any, student: Any,
+                    input_shape: tuple[int, ...] | None) -> None:
+    """Every supervised tap exists in both networks (and, for images, has the same shape)."""
+    from archnet.models.taps import tap_shapes
+
+    needed = sorted({t for s in stages for t in s.taps}, key=teacher.tap_names.index)
+    for tap in needed:
+        if tap not in student.tap_names:
+            raise ConfigError("schedule.taps", tap, f"a tap of the student too ({student.tap_names})")
+    if input_shape is None:
+        return
+    t_shapes, s_shapes = tap_shapes(teacher, input_shape), tap_shapes(student, input_shape)
+    for tap in needed:
+        if t_shapes[tap] != s_shapes[tap]:
+            raise ConfigError("schedule.taps", tap, f"a tap whose student shape {s_shapes[tap]} "
+                              f"equals the teacher's {t_shapes[tap]}")

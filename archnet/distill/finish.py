@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from archnet.distill.report import print_summary, write_report
+from archnet.distill.report import IMAGE_REPORT, print_summary, write_report
 from archnet.distill.schedule import stage_table
 from archnet.ops.quant import quant_config
 from archnet.utils.dist import is_rank_zero
@@ -19,6 +19,22 @@ from archnet.utils.io import save_json, save_torch
 
 def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} CPU threads, torch {torch.__version__}"
+
+
+def export_lines(export: dict[str, Any]) -> list[str]:
+    """Console lines: profile verdict, integer-simulation and onnxruntime agreement."""
+    lines = [f"profile {export['profile']}: {export['verdict'].upper()}"
+             + (f" ({len(export['violations'])} violations, see export/summary.md)"
+                if export["violations"] else "")]
+    sim = export.get("intsim") or {}
+    if "top1_agreement" in sim:
+        lines.append(f"integer-only simulation vs fake-quant student: top-1 agreement "
+                     f"{100 * sim['top1_agreement']:.2f}% on {sim['n']} test images, "
+                     f"max logit difference {sim['max_logit_diff']:.3g}")
+    if "ort_max_abs_diff" in export:
+        lines.append(f"onnxruntime vs PyTorch: max |diff| {export['ort_max_abs_diff']:.2g}, "
+                     f"top-1 agreement {100 * export['ort_top1_agreement']:.1f}%")
+    return lines
 
 
 def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
@@ -45,16 +61,26 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
         "distill_wall_s": wall,
         "samples": sum(m.get("samples", 0) for m in stage_metrics.values()),
     }
-    gap = metrics["teacher"]["test/top1"] - metrics["student"]["test/top1"]
-    metrics["top1_gap"] = gap
-    metrics["summary_lines"] = [f"student top-1 gap to teacher: {gap:+.2f} points"]
+    key, label = getattr(task, "primary_metric", ("test/top1", "top-1"))  # the headline metric
+    gap = metrics["teacher"][key] - metrics["student"][key]
+    metrics[f"{key.split('/')[-1]}_gap"] = gap
+    lines = [f"student {label} gap to teacher: {gap:+.2f} points"]
     save_torch({"state_dict": student.state_dict()}, run_dir / "student.pt")
+    export_cfg = cfg.get("export") or {}
+    enabled = export_cfg.get("enabled", "auto")
+    if hasattr(task, "export") and (enabled is True or (enabled == "auto" and not q.is_float)):
+        metrics["export"] = export = task.export(
+            student, run_dir / "export", dm, cfg.profile.name, q,
+            export_cfg.get("example_batch", 64), export_cfg.get("parity_images", 1000))
+        lines += export_lines(export)
+    metrics["summary_lines"] = lines
     run_logger.log_summary({f"{who}/{k}": v for who in ("teacher", "student")
                             for k, v in metrics[who].items() if isinstance(v, (int, float))})
     stage_rows = [f"| {name} | {m.get('samples')} | {m.get('wall_s', 0):.1f} | "
                   f"{m.get('val/loss', float('nan')):.4g} | {m.get('val/agreement', float('nan')):.1f} |"
                   for name, m in stage_metrics.items()]
-    write_report(run_dir, metrics, stage_rows)
+    spec = getattr(task, "report_spec", IMAGE_REPORT)
+    write_report(run_dir, metrics, stage_rows, spec)
     save_json(metrics, run_dir / "metrics.json")
-    print_summary(metrics)
+    print_summary(metrics, spec=spec)
     return metrics

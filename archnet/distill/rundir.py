@@ -67,7 +67,8 @@ def load_student(run_dir: str | Path):
     return student.eval(), cfg
 
 
-def _input_shape(cfg) -> tuple[int, int, int]:
+def _input_shape(cfg) -> tuple[int, int, int] | None:
     from hydra.utils import instantiate
 
-    return tuple(instantiate(cfg.data.module, _recursive_=False).input_shape)
+    shape = getattr(instantiate(cfg.data.module, _recursive_=False), "input_shape", None)
+    return tuple(shape) if shape is not None else None

@@ -54,10 +54,12 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
                              step_logger=log_step, log_every=cfg.distill.log_every, task=task)
         sampler = StageBatchSampler(len(dm.train_set), total_steps, cfg.distill.chunk_steps,
                                     cfg.distill.batch_size, cfg.seed, index,
-                                    trainer.global_rank, world)
-        loader = DataLoader(task.train_dataset(dm), batch_sampler=sampler,
+                                    trainer.global_rank, world,
+                                    step_fn=lambda _t=trainer: _t.global_step)
+        pool = task.train_dataset(dm)  # label-free: what the student trains on, nothing else
+        loader = DataLoader(pool, batch_sampler=sampler,
                             num_workers=cfg.distill.num_workers, collate_fn=task.collate_fn)
-        example = task.eval_inputs(next(iter(DataLoader(dm.train_set, batch_size=2,
+        example = task.eval_inputs(next(iter(DataLoader(pool, batch_size=2,
                                                         collate_fn=task.collate_fn))))
         trainable = select_trainable(module, example)
         last = sdir / rundir.LAST
@@ -106,10 +108,12 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build.build_data(cfg, cfg.distill.batch_size)
     teacher = build.freeze(build.build_teacher(cfg))
-    student = build.build_student(cfg, teacher, dm.input_shape)
-    net = DistillNet(student, build.build_adapters(cfg, teacher, student, dm.input_shape))
+    shape = getattr(dm, "input_shape", None)  # None: token ids (no fixed input shape)
+    student = build.build_student(cfg, teacher, shape)
+    net = DistillNet(student, build.build_adapters(cfg, teacher, student, shape))
     stages = build.build_schedule(cfg, teacher.tap_names)
     task = build.build_task(cfg, dm)
+    build.check_tap_pairs(stages, teacher, student, getattr(dm, "input_shape", None))
     run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())
     try:
         stage_metrics = run_stages(cfg, run_dir, net, teacher, dm, task, stages, run_logger,

@@ -12,6 +12,7 @@ Budgets are samples (global, all ranks together); ``scale`` multiplies every bud
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -47,12 +48,12 @@ class StageSpec:
         return f"{self.name}: {self.samples} samples, {terms}"
 
 
-def _check_terms(stage: StageSpec, tap_names: list[str]) -> None:
+def _check_terms(stage: StageSpec, tap_names: list[str], losses: Sequence[str]) -> None:
     for term in stage.terms:
         if term.tap not in tap_names:
             raise ConfigError(f"schedule[{stage.name}].tap", term.tap, tap_names)
-        if term.loss not in LOSSES:
-            raise ConfigError(f"schedule[{stage.name}].loss", term.loss, sorted(LOSSES))
+        if term.loss not in losses:
+            raise ConfigError(f"schedule[{stage.name}].loss", term.loss, sorted(losses))
         if not (term.weight >= 0 and math.isfinite(term.weight)):
             raise ConfigError(f"schedule[{stage.name}].weight", term.weight, "a finite number >= 0")
     if stage.samples <= 0:
@@ -110,9 +111,12 @@ def explicit(tap_names: list[str], stages: list[dict], scale: float = 1.0,
     return finalize(specs, tap_names, stage_overrides)
 
 
-def finalize(stages: list[StageSpec], tap_names: list[str],
-             overrides: dict | None) -> list[StageSpec]:
-    """Apply ``stage_overrides`` ({stage name: {field: value}}) and validate every stage."""
+def finalize(stages: list[StageSpec], tap_names: list[str], overrides: dict | None,
+             losses: Sequence[str] | None = None) -> list[StageSpec]:
+    """Apply ``stage_overrides`` ({stage name: {field: value}}) and validate every stage.
+
+    ``losses``: the loss names the task interprets (default: :data:`LOSSES`, the image task's).
+    """
     overrides = dict(overrides or {})
     by_name = {s.name: i for i, s in enumerate(stages)}
     for name, fields in overrides.items():
@@ -124,7 +128,7 @@ def finalize(stages: list[StageSpec], tap_names: list[str],
             fields["terms"] = [LossTerm(**t) for t in fields["terms"]]
         stages[i] = replace(stages[i], **fields)
     for s in stages:
-        _check_terms(s, tap_names)
+        _check_terms(s, tap_names, list(LOSSES) if losses is None else list(losses))
     return stages
 
 

@@ -52,7 +52,9 @@ class StageModule(pl.LightningModule):
         self.stage = stage
         self.task = task if task is not None else ImageTask(preprocess, augment)  # type: ignore[arg-type]
         self.global_batch = global_batch
-        self.upto = max(tap_names.index(t) for t in stage.taps)
+        # taps pair by name: each network stops after its own deepest supervised tap
+        self.teacher_upto = max(teacher.tap_names.index(t) for t in stage.taps)
+        self.student_upto = max(net.student.tap_names.index(t) for t in stage.taps)
         self.step_logger = step_logger
         self.log_every = log_every
 
@@ -69,8 +71,8 @@ class StageModule(pl.LightningModule):
     def stage_loss(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
         """Teacher (no grad) and student up to the deepest tap, then the task's loss."""
         with torch.no_grad():
-            t_taps = self.teacher.forward_taps(*inputs, upto=self.upto)
-        s_taps = self.net.student.forward_taps(*inputs, upto=self.upto)
+            t_taps = self.teacher.forward_taps(*inputs, upto=self.teacher_upto)
+        s_taps = self.net.student.forward_taps(*inputs, upto=self.student_upto)
         return self.task.loss(self.stage.terms, s_taps, t_taps, inputs, self.net.adapt)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

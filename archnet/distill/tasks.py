@@ -64,6 +64,21 @@ class ImageTask:
             total = total + term.weight * value
         return total, parts
 
+    def export(self, student: torch.nn.Module, out_dir: Any, dm: Any, profile: str, quant_cfg: Any,
+               example_batch: int = 64, parity_images: int = 1000) -> dict[str, Any]:
+        """ONNX export + profile verdict + integer simulation on the first test images."""
+        from archnet.deploy.export import export_student
+
+        images, have = [], 0
+        for x, _ in dm.test_dataloader():
+            images.append(self.preprocess(x))
+            have += len(x)
+            if have >= max(example_batch, parity_images):
+                break
+        batch = torch.cat(images)
+        return export_student(student, out_dir, batch[:example_batch], profile, quant_cfg,
+                              parity_images=batch[:parity_images] if parity_images else None)
+
     def complexity(self, model: torch.nn.Module, dm: Any) -> dict[str, int]:
         """Parameters and MACs of one forward pass on one input."""
         from archnet.metrics.complexity import count_macs, count_params

@@ -19,10 +19,30 @@ def progress_enabled(cfg: DictConfig) -> bool:
     return bool(mode is True or (mode == "auto" and sys.stderr.isatty()))
 
 
+class BroadcastBuffers(pl.Callback):
+    """After a multi-process fit, give every rank rank 0's buffers (BN running statistics).
+
+    DDP broadcasts buffers at the start of each forward, so the last step's BN update
+    differs per rank; without this, ranks would evaluate and save different students."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch.distributed as dist
+
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            for buffer in pl_module.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+def _on_cpu(accelerator: Any) -> bool:
+    import torch
+
+    return accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
+
+
 def make_trainer(cfg: DictConfig, sdir: Path, max_steps: int, extra_callbacks: list | None = None) -> pl.Trainer:
     callbacks: list[Any] = [ModelCheckpoint(dirpath=sdir, filename="last", save_top_k=1,
                                             every_n_epochs=1, save_on_train_epoch_end=True,
-                                            enable_version_counter=False)]
+                                            enable_version_counter=False), BroadcastBuffers()]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))
@@ -32,6 +52,8 @@ def make_trainer(cfg: DictConfig, sdir: Path, max_steps: int, extra_callbacks: l
         callbacks.append(RichProgressBar(leave=False))
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
+    if kwargs.get("sync_batchnorm") and _on_cpu(kwargs.get("accelerator")):
+        kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm runs on GPUs only
     return pl.Trainer(**kwargs, max_steps=max_steps, callbacks=callbacks, logger=False,
                       plugins=[AtomicCheckpointIO()], default_root_dir=str(sdir),
                       enable_progress_bar=show, enable_model_summary=False,

@@ -16,7 +16,10 @@ def evaluate_topk(model: nn.Module, loader: DataLoader, preprocess: Callable[[Te
     """``{"top1": %, "top5": %}``: share of samples whose label is among the k largest logits."""
     was_training = model.training
     model.eval()
-    metrics = {k: MulticlassAccuracy(num_classes, top_k=k, average="micro").to(device)
+    # each caller scores the whole loader in its own process (e.g. rank 0 only, after DDP):
+    # never synchronise with other ranks, which would wait for processes that are not here
+    metrics = {k: MulticlassAccuracy(num_classes, top_k=k, average="micro",
+                                     sync_on_compute=False).to(device)
                for k in ks if k <= num_classes}
     try:
         for x, y in loader:

@@ -10,7 +10,9 @@ half to even with a straight-through estimator. Gradients:
 
 ``alpha`` is initialised once, on the first *training* forward, to ``2 mean|x| / sqrt(Qp)``
 (per channel for per-channel weights); the ``init_state`` buffer records it, so a reloaded
-model keeps its steps and never re-initialises.
+model keeps its steps and never re-initialises. Under ``torch.distributed`` the initial step
+is averaged over ranks. A per-channel step takes its ``[C, 1, ...]`` shape at that first
+forward (or when a checkpoint is loaded), so initialise before wrapping the model in DDP.
 """
 from __future__ import annotations
 

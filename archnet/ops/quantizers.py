@@ -96,7 +96,7 @@ class FixedRangeAct(nn.Module):
 
     ``y = floor(clip(m x, 0, 1) M + 1/2) / M`` with ``m = 0.1`` and ``M = 2^b - 1``: unsigned,
     per tensor, no learned scale, input range ``[0, 1/m]`` with step ``1/(m M)``, output in
-    ``[0, 1]``. It is also the unit's ReLU. Gradient: ``m`` inside ``0 <= m x <= 1``, else 0.
+    ``[0, 1]``. It is also the unit's ReLU. Gradient: ``m`` inside ``0 < m x < 1``, else 0.
     """
 
     def __init__(self, bits: int, multiplier: float = 0.1) -> None:

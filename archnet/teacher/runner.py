@@ -1,9 +1,13 @@
 """``run_teacher(cfg, run_dir)``: train a teacher with labels, keep the best held-out epoch.
 
 Config keys read: ``seed``, ``data``, ``teacher.{model, checkpoint}``,
-``train.{epochs, batch_size, optimizer, label_smoothing, warmup_epochs}``, ``trainer``,
-``progress``. Writes ``teacher.pt`` and ``metrics.json`` in the run directory and copies
-the checkpoint to ``teacher.checkpoint`` (atomically).
+``train.{epochs, batch_size, optimizer, label_smoothing, warmup_epochs, module}``, ``trainer``,
+``progress``. ``train.module`` (null: the image classifier's :class:`TeacherModule`) is a
+LightningModule factory called with ``model, dm, optimizer, total_steps, warmup_steps,
+label_smoothing``; it names the metric that selects the checkpoint (``monitor``) and
+provides ``test_metrics(dm)``, ``complexity(dm)`` and ``describe(test_metrics)``.
+Writes ``teacher.pt`` and ``metrics.json`` in the run directory and copies the checkpoint
+to ``teacher.checkpoint`` (atomically).
 """
 from __future__ import annotations
 
@@ -33,10 +37,18 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     model = instantiate(cfg.teacher.model)
     steps_per_epoch = len(dm.train_dataloader())
     total = steps_per_epoch * cfg.train.epochs
-    module = TeacherModule(model, dm.preprocess, dm.num_classes,
-                           OmegaConf.to_container(cfg.train.optimizer, resolve=True), total,
-                           cfg.train.label_smoothing, int(cfg.train.warmup_epochs * steps_per_epoch))
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/top1", mode="max",
+    optimizer = OmegaConf.to_container(cfg.train.optimizer, resolve=True)
+    warmup = int(cfg.train.warmup_epochs * steps_per_epoch)
+    node = cfg.train.get("module")
+    if node is None:  # image classifier
+        module: Any = TeacherModule(model, dm.preprocess, dm.num_classes, optimizer, total,
+                                    cfg.train.label_smoothing, warmup)
+    else:  # a module from config, e.g. archnet.teacher.translation.TranslationTeacherModule
+        module = instantiate(node, _partial_=True)(model=model, dm=dm, optimizer=optimizer,
+                                                   total_steps=total, warmup_steps=warmup,
+                                                   label_smoothing=cfg.train.label_smoothing)
+    monitor = getattr(module, "monitor", "val/top1")
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="max",
                            filename="best", save_top_k=1, enable_version_counter=False)
     show = progress_enabled(cfg)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -52,12 +64,17 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         return {}
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    test = evaluate_topk(model, dm.test_dataloader(), dm.preprocess, dm.num_classes)
+    if node is None:
+        top = evaluate_topk(model, dm.test_dataloader(), dm.preprocess, dm.num_classes)
+        test = {f"test/{k}": v for k, v in top.items()}
+        size = {"params": count_params(model), "macs": count_macs(model, dm.input_shape)}
+        line = f"test top-1 {top['top1']:.2f}%, top-5 {top.get('top5', 0):.2f}%"
+    else:
+        test, size = module.test_metrics(dm), module.complexity(dm)
+        line = module.describe(test)
     metrics = {"experiment": cfg.get("name", "teacher"), "seed": cfg.seed, "machine": machine(),
-               "teacher": {**{f"test/{k}": v for k, v in test.items()},
-                           "holdout/top1": float(best.best_model_score),
-                           "params": count_params(model), "macs": count_macs(model, dm.input_shape),
-                           "epochs": cfg.train.epochs, "train_wall_s": wall,
+               "teacher": {**test, f"holdout/{monitor.split('/')[-1]}": float(best.best_model_score),
+                           **size, "epochs": cfg.train.epochs, "train_wall_s": wall,
                            "s_per_step": wall / max(1, total)}}
     payload = {"state_dict": model.state_dict(),
                "teacher": OmegaConf.to_container(cfg.teacher, resolve=True),
@@ -66,6 +83,5 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if cfg.teacher.get("checkpoint"):
         save_torch(payload, cfg.teacher.checkpoint)
     save_json(metrics, run_dir / "metrics.json")
-    print(f"teacher {cfg.teacher.name}: test top-1 {test['top1']:.2f}%, top-5 {test.get('top5', 0):.2f}% "
-          f"-> {cfg.teacher.get('checkpoint') or run_dir / 'teacher.pt'}")
+    print(f"teacher {cfg.teacher.name}: {line} -> {cfg.teacher.get('checkpoint') or run_dir / 'teacher.pt'}")
     return metrics

@@ -35,7 +35,11 @@ def test_float_student_folded_within_1e5(head: str) -> None:
     x = images(32)
     with torch.no_grad():
         ref, got = student(x), deploy(x)
-    assert (got - ref).abs().max().item() < 1e-5
+        student64 = student.double()
+        ref64, got64 = student64(x.double()), deploy_student(student64)(x.double())
+    scale = max(1.0, ref.abs().max().item())  # float32 rounding grows with the logit scale
+    assert (got - ref).abs().max().item() < 1e-5 * scale
+    assert (got64 - ref64).abs().max().item() < 1e-10  # folding itself is exact
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deploy.modules())
     assert student.stem[0].bn.weight.requires_grad  # the student itself is untouched
 
@@ -43,11 +47,13 @@ def test_float_student_folded_within_1e5(head: str) -> None:
 def test_quantized_student_folded_matches_fake_quant() -> None:
     student = build_student(quant())
     deploy = deploy_student(student)
-    x = images(128)
+    x = images(256)
     with torch.no_grad():
         ref, got = student(x), deploy(x)
     assert torch.equal(ref.argmax(1), got.argmax(1))
-    assert (got - ref).abs().max().item() < 1e-4  # float32 rounding only
+    # float32 rounding can flip an activation code now and then (which then propagates)
+    close = (got - ref).abs().amax(1) < 1e-4
+    assert close.float().mean().item() >= 0.99
     units = [m for m in deploy.modules() if isinstance(m, DeployConv)]
     assert len(units) == 12 and all(u.codes.dtype == torch.int8 and u.w_bits == 2 for u in units)
     assert all(set(u.codes.unique().tolist()) <= {-3, -1, 1, 3} for u in units)

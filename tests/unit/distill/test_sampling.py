@@ -1,6 +1,7 @@
 """The deterministic, resumable stage sampler (archnet.data.sampling)."""
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -104,6 +105,53 @@ def test_ranks_are_disjoint_and_cover_the_global_batch(world):
         parts = [set(per_rank[r][step]) for r in range(world)]
         if (step * BATCH * world) // N == ((step + 1) * BATCH * world - 1) // N:
             assert sum(len(p) for p in parts) == len(set().union(*parts))
+
+
+@pytest.mark.parametrize("resume_step", [0, 3, 5, 22])
+def test_step_driven_sampler_resumes_at_any_step(resume_step):
+    """With ``step_fn`` each pass starts at the trainer's step and runs to its chunk's end."""
+    full = all_batches(make(seed=9))
+    step = [resume_step]
+    s = make(seed=9, step_fn=lambda: step[0])
+    replay = []
+    while step[0] < TOTAL:
+        chunk = list(s)
+        assert chunk, step[0]
+        assert len(chunk) <= CHUNK and (step[0] + len(chunk)) % CHUNK in (0, TOTAL % CHUNK)
+        for batch in chunk:
+            replay.append(batch)
+            step[0] += 1  # one optimizer step per batch
+    assert replay == full[resume_step:]
+    assert list(s) == [] and len(s) == 0
+
+
+class _Record(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch[:, 0, 0, 0].tolist())
+        return (self.w - 1.0) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_draws_a_new_chunk_every_epoch(tmp_path):
+    """Regression: Lightning never calls ``set_epoch`` on a batch sampler, so an epoch-driven
+    sampler replayed chunk 0 forever; the trainer must see the whole stream."""
+    images = torch.arange(N).view(N, 1, 1, 1).expand(N, 3, 2, 2).to(torch.uint8)
+    view = ImagesOnly(TensorDataset(images, torch.zeros(N)))
+    trainer = pl.Trainer(max_steps=TOTAL, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, accelerator="cpu", devices=1)
+    sampler = make(seed=11, step_fn=lambda: trainer.global_step)
+    module = _Record()
+    trainer.fit(module, DataLoader(view, batch_sampler=sampler))
+    assert trainer.global_step == TOTAL
+    assert module.seen == all_batches(make(seed=11))
 
 
 def test_with_a_dataloader_and_images_only():
