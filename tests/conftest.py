@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,23 +109,6 @@ def run_cli(tool: str, args: list[str], root: Path, timeout: float = 300,
     return proc
 
 
-def run_dirs(root: Path, name: str) -> list[Path]:
-    """Distillation run directories under ``<root>/outputs/<name>/`` (not teacher runs)."""
-    base = Path(root) / "outputs" / name
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("teacher"))
-
-
-def snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
-    """Every file below ``path``: relative name -> (mtime_ns, bytes)."""
-    out = {}
-    for p in sorted(Path(path).rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(path))] = (p.stat().st_mtime_ns, p.read_bytes())
-    return out
-
-
 _THIS = sys.modules[__name__]
 
 
@@ -135,15 +118,6 @@ def h():
 
     Test modules cannot ``import conftest``: other folders have their own conftest.py."""
     return _THIS
-
-
-@pytest.fixture
-def clean_hydra() -> Iterator[None]:
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
 
 
 # schedule=smoke at a quarter of its budget: 2 stages x 4 steps of 16 samples, chunks of 2

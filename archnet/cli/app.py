@@ -7,6 +7,7 @@ exits with status 2; nothing is written. ``HYDRA_FULL_ERROR=1`` shows tracebacks
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,9 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from archnet.errors import ConfigError, exit_bad_input, find_config_error
 
@@ -71,8 +73,29 @@ def precheck(config_name: str, argv: list[str], validate: Callable[[DictConfig],
                 cfg = compose(config_name, overrides=overrides)
             except HydraException as e:
                 raise ConfigError("overrides", " ".join(overrides), str(e).splitlines()[0]) from None
-            validate(cfg)
+            try:
+                validate(cfg)
+            except (OmegaConfBaseException, InstantiationException) as e:
+                raise _as_config_error(e) from None
     GlobalHydra.instance().clear()
+
+
+def _as_config_error(exc: Exception) -> ConfigError:
+    """A config that composes but cannot be resolved or instantiated is bad input too: a
+    missing interpolation key, or a constructor rejecting its arguments."""
+    found = find_config_error(exc)
+    if found is not None:
+        return found
+    cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ else exc
+    text = str(cause).splitlines()[0] if str(cause) else ""
+    missing = re.search(r"Interpolation key '([^']+)' not found", str(exc))
+    if missing:  # a node refers to a key that the chosen options do not define
+        return ConfigError(missing.group(1), None, "a key the composed config defines "
+                           "(these options do not fit together)")
+    where = re.search(r"full_key: (\S+)", str(exc))
+    key = getattr(exc, "full_key", None) or (where.group(1) if where else "config")
+    target = re.search(r"target '([^']+)'", str(exc))
+    return ConfigError(key, target.group(1) if target else None, f"{type(cause).__name__}: {text}")
 
 
 def run_cli(config_name: str, task: Callable[[DictConfig], Any],

@@ -33,6 +33,7 @@ class DistillSection:
     log_every: int = 10
     num_workers: int = 0
     adapters: Any = None
+    mixup: Any = None  # {p, alpha}: the paper's batch mixup (archnet.distill.mixup)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
@@ -110,8 +111,11 @@ def meta_teacher(cfg: DictConfig) -> torch.nn.Module:
 def check_teacher_checkpoint(cfg: DictConfig, model: torch.nn.Module) -> None:
     from archnet.distill.build import check_state_dict, read_state_dict
 
+    if OmegaConf.is_missing(cfg.teacher, "weights"):
+        raise ConfigError("teacher.weights", "???", "torchvision-format weights: a path or URL "
+                          "(make ... WEIGHTS=<file>)")
     path = cfg.teacher.get("checkpoint")
-    if not path:
+    if not path or cfg.teacher.get("weights"):
         return
     if not Path(path).is_file():
         raise ConfigError("teacher.checkpoint", str(path),
@@ -119,11 +123,30 @@ def check_teacher_checkpoint(cfg: DictConfig, model: torch.nn.Module) -> None:
     check_state_dict(model, read_state_dict(path), "teacher.checkpoint", path)
 
 
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """The Lightning Trainer node: accelerator, devices and whether this machine has them."""
+    node = cfg.get("trainer") or {}
+    acc = node.get("accelerator", "auto")
+    if acc not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", acc, ACCELERATORS)
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", acc, "cpu or auto (this machine has no CUDA GPU)")
+    devices = node.get("devices", "auto")
+    if devices != "auto" and not (isinstance(devices, int) and devices >= 1):
+        raise ConfigError("trainer.devices", devices, "an integer >= 1, or auto")
+    if acc in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise ConfigError("trainer.devices", devices, f"at most {torch.cuda.device_count()} GPUs here")
+
+
 def validate_common(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("seed"), int) or cfg.seed < 0:
         raise ConfigError("seed", cfg.get("seed"), "a non-negative integer")
     if cfg.get("progress", "auto") not in ("auto", True, False):
         raise ConfigError("progress", cfg.progress, ["auto", True, False])
+    validate_trainer(cfg)
     instantiate(cfg.data.module, _recursive_=False)  # constructors check their arguments only
 
 

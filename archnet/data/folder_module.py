@@ -81,7 +81,25 @@ def _positive(key: str, value: Any, minimum: int = 1, optional: bool = False) ->
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """An ImageNet-layout folder (module docstring). Keys are ``data.module.<name>``."""
+    """An ImageNet-layout folder (module docstring). Keys are ``data.module.<name>``.
+
+    Args:
+        root: folder holding ``train/`` and ``val/`` class folders.
+        image_size: side of the model input (centre crop of the cached ``resize`` image).
+        resize: decode size (shorter side, then centre crop); null: ``image_size``.
+        num_train: size of the label-free manifest (null: all train images but the holdout).
+        holdout: train images held out for checkpoint selection (``holdout_seed`` picks them).
+        seed: manifest seed (the run's seed).
+        num_classes: keep the first ``num_classes`` sorted class folders (null: all).
+        classes: explicit class folder names, in label order.
+        cache_dir: where decoded memory maps live.
+        max_bad_fraction: undecodable files tolerated per split (skipped), else ConfigError.
+        hflip: random horizontal flip in :meth:`batch_augment`.
+        crop_padding: zero padding of the random crop in :meth:`batch_augment` (0: no crop).
+        n_train: cap on the manifest (smoke runs). n_val: cap on the holdout. n_test: cap on
+            the test split (a seeded hash-ranked subset).
+        decode_workers: threads decoding JPEGs into the cache.
+    """
 
     name = "image_folder"
 
@@ -90,8 +108,8 @@ class ImageFolderDataModule(ImageDataModule):
                  holdout_seed: int = 0, num_classes: int | None = None,
                  classes: Sequence[str] | None = None, cache_dir: str | Path | None = None,
                  max_bad_fraction: float = 0.01, hflip: bool = True, crop_padding: int = 0,
-                 n_train: int | None = None,
-                 n_val: int | None = None, n_test: int | None = None, decode_workers: int = 0,
+                 n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
+                 decode_workers: int = 0,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  **kw: Any) -> None:
         _positive("image_size", image_size, 8)

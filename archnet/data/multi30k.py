@@ -77,11 +77,11 @@ def download(data_dir: str | Path, timeout: float = 30.0) -> Path:
             with urllib.request.urlopen(RAW_URL + name, timeout=timeout) as resp:
                 blob = resp.read()
         except (urllib.error.URLError, OSError) as err:
-            raise ConfigError("data.download", RAW_URL + name,
+            raise ConfigError("data.module.download", RAW_URL + name,
                               f"cannot fetch ({getattr(err, 'reason', err)}); without internet, "
                               f"copy the raw Multi30k .gz files into {data_dir}") from None
         if hashlib.sha256(blob).hexdigest() != digest:
-            raise ConfigError("data.download", RAW_URL + name, f"sha256 differs from {digest}")
+            raise ConfigError("data.module.download", RAW_URL + name, f"sha256 differs from {digest}")
         path.write_bytes(blob)
     return data_dir
 
@@ -92,7 +92,7 @@ def read_lines(data_dir: str | Path, split: str, lang: str) -> list[str]:
         raise ConfigError("data.split", split, SPLITS)
     path = Path(data_dir) / f"{split}.{lang}.gz"
     if not path.is_file():
-        raise ConfigError("data.data_dir", str(data_dir),
+        raise ConfigError("data.module.data_dir", str(data_dir),
                           f"no {path.name}; copy the raw Multi30k files there or call download()")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return [line.strip() for line in fh.read().splitlines()]
@@ -100,7 +100,7 @@ def read_lines(data_dir: str | Path, split: str, lang: str) -> list[str]:
 
 def parse_direction(direction: str) -> tuple[str, str]:
     if direction not in DIRECTIONS:
-        raise ConfigError("data.direction", direction, DIRECTIONS)
+        raise ConfigError("data.module.direction", direction, DIRECTIONS)
     src, tgt = direction.split("-")
     return src, tgt
 
@@ -149,7 +149,7 @@ class TokenBatchSampler(Sampler[list[int]]):
                  max_sentences: int | None = None, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0) -> None:
         if not max_tokens and not max_sentences:
-            raise ConfigError("data.max_tokens", max_tokens, "set max_tokens or batch_size")
+            raise ConfigError("data.module.max_tokens", max_tokens, "set max_tokens or batch_size")
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -218,14 +218,26 @@ class Multi30kDataModule(pl.LightningDataModule):
                  lower: bool | None = None, max_len: int = 100, subset: int | None = None,
                  holdout: int = 0, val_split: str = "val", test_split: str = "test_2016_flickr",
                  src_bos_eos: bool = True, eval_max_tokens: int | None = None,
-                 num_workers: int = 0, seed: int = 0, download: bool = False) -> None:
+                 num_workers: int = 0, seed: int = 0, download: bool = False,
+                 n_train: int | None = None, n_val: int | None = None,
+                 n_test: int | None = None) -> None:
         super().__init__()
+        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.module.{key}", value, "a positive integer or null")
+        if n_train is not None:  # debug limits (conf/debug/fast.yaml): first n pairs per split
+            subset = min(subset or n_train, n_train)
+        self.eval_limit = {"val": n_val, test_split: n_test}
         if tokenizer not in KINDS:
-            raise ConfigError("data.tokenizer", tokenizer, KINDS)
+            raise ConfigError("data.module.tokenizer", tokenizer, KINDS)
         self.src_lang, self.tgt_lang = parse_direction(direction)
         data_dir = data_dir if data_dir is not None else default_data_dir()
         if data_dir is None:
-            raise ConfigError("data.data_dir", None, "set it to the folder of the Multi30k .gz files")
+            raise ConfigError("data.module.data_dir", None, "set it to the folder of the Multi30k .gz files")
+        if not download and not (Path(data_dir) / f"train.{self.src_lang}.gz").is_file():
+            raise ConfigError("data.module.data_dir", str(data_dir),
+                              f"a folder holding the raw Multi30k files (train.{self.src_lang}.gz "
+                              "is missing; copy them there or set data.module.download=true)")
         self.data_dir, self.direction, self.kind = Path(data_dir), direction, tokenizer
         self.max_tokens, self.batch_size = max_tokens, batch_size
         self.eval_max_tokens = eval_max_tokens or max_tokens
@@ -255,7 +267,7 @@ class Multi30kDataModule(pl.LightningDataModule):
         if d is not None and (d / "data.json").is_file():
             saved = json.loads((d / "data.json").read_text(encoding="utf-8"))
             if saved != self._settings():
-                raise ConfigError("data.vocab_dir", str(d),
+                raise ConfigError("data.module.vocab_dir", str(d),
                                   f"holds a tokenizer built with {saved}, not {self._settings()}")
             return load_tokenizer(d)
         if self.kind == "word":
@@ -298,8 +310,9 @@ class Multi30kDataModule(pl.LightningDataModule):
         if self.holdout:
             self.raw["holdout"] = (src[cut:], tgt[cut:])
         for split in ("val", self.test_split):
-            self.raw[split] = (read_lines(self.data_dir, split, self.src_lang),
-                               read_lines(self.data_dir, split, self.tgt_lang))
+            n = self.eval_limit.get(split)
+            self.raw[split] = (read_lines(self.data_dir, split, self.src_lang)[:n],
+                               read_lines(self.data_dir, split, self.tgt_lang)[:n])
         self.tokenizer = self._build_tokenizer(*self.raw["train"])
         for split, (s, t) in self.raw.items():
             self.datasets[split] = self._encode(s, t, filter_long=split == "train")

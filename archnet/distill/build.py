@@ -25,16 +25,28 @@ def build_data(cfg: DictConfig, batch_size: int) -> ImageDataModule:
 def build_teacher(cfg: DictConfig, load: bool = True) -> TappedChain:
     """The teacher model, with its checkpoint loaded when ``teacher.checkpoint`` is set."""
     model = instantiate(cfg.teacher.model)
-    path = cfg.teacher.get("checkpoint")
-    if load and path:
-        load_teacher_checkpoint(model, path)
+    if not load:
+        return model
+    if cfg.teacher.get("weights"):  # torchvision-format weights: hub name, path or URL
+        from archnet.models.hub import load_into
+
+        load_into(model, cfg.teacher.weights, model_dir=Path(cfg.paths.cache_dir) / "hub")
+    elif cfg.teacher.get("checkpoint"):
+        load_teacher_checkpoint(model, cfg.teacher.checkpoint)
     return model
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, key: str = "teacher.checkpoint") -> dict[str, torch.Tensor]:
     """A checkpoint's state dict: ``{"state_dict": ...}`` (archnet) or a bare state dict."""
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # not a checkpoint: truncated, text, another format
+        raise ConfigError(key, str(path), f"a PyTorch checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state = obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
+    if not isinstance(state, dict):
+        raise ConfigError(key, str(path), f"a state dict (found {type(state).__name__})")
+    return state
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key: str, path: Any) -> None:
@@ -54,7 +66,7 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key: str,
 def load_teacher_checkpoint(model: nn.Module, path: str | Path, key: str = "teacher.checkpoint") -> None:
     if not Path(path).is_file():
         raise ConfigError(key, str(path), "an existing checkpoint file (train one with archnet-teacher)")
-    state = read_state_dict(path)
+    state = read_state_dict(path, key)
     check_state_dict(model, state, key, path)
     model.load_state_dict(state)
 

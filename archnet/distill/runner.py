@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from archnet.data.sampling import StageBatchSampler
 from archnet.distill import build, rundir
 from archnet.distill.stage_eval import evaluate_stage
+from archnet.distill.mixup import build_augment
 from archnet.distill.stage_module import DistillNet, StageModule
 from archnet.distill.trainable import select_trainable
 from archnet.distill.trainer import make_trainer
@@ -50,6 +51,8 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
             if is_rank_zero():
                 run_logger.log_metrics(metrics, _off + step)
 
+        if hasattr(task, "augment"):  # images: flip/crop then mixup, keyed by (seed, stage, step)
+            task.augment = build_augment(cfg, dm, index)
         module = StageModule(net, teacher, stage, None, global_batch, tap_names,
                              step_logger=log_step, log_every=cfg.distill.log_every, task=task)
         sampler = StageBatchSampler(len(dm.train_set), total_steps, cfg.distill.chunk_steps,
@@ -107,11 +110,14 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build.build_data(cfg, cfg.distill.batch_size)
+    if is_rank_zero() and hasattr(dm, "save_manifest"):
+        dm.save_manifest(run_dir)  # the label-free training manifest and its hash
     teacher = build.freeze(build.build_teacher(cfg))
     shape = getattr(dm, "input_shape", None)  # None: token ids (no fixed input shape)
     student = build.build_student(cfg, teacher, shape)
     net = DistillNet(student, build.build_adapters(cfg, teacher, student, shape))
-    stages = build.build_schedule(cfg, teacher.tap_names)
+    shared = set(student.tap_names)  # taps both networks expose (all of them for rule-based students)
+    stages = build.build_schedule(cfg, [t for t in teacher.tap_names if t in shared])
     task = build.build_task(cfg, dm)
     build.check_tap_pairs(stages, teacher, student, getattr(dm, "input_shape", None))
     run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())

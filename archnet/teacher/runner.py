@@ -42,7 +42,8 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     node = cfg.train.get("module")
     if node is None:  # image classifier
         module: Any = TeacherModule(model, dm.preprocess, dm.num_classes, optimizer, total,
-                                    cfg.train.label_smoothing, warmup)
+                                    cfg.train.label_smoothing, warmup,
+                                    augment=dm.batch_augment(0) if hasattr(dm, "batch_augment") else None)
     else:  # a module from config, e.g. archnet.teacher.translation.TranslationTeacherModule
         module = instantiate(node, _partial_=True)(model=model, dm=dm, optimizer=optimizer,
                                                    total_steps=total, warmup_steps=warmup,

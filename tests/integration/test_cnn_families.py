@@ -118,14 +118,29 @@ def test_family_trains_one_label_free_step_with_adapters(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1"])
-def test_chain_student_backward_through_shared_taps(name):
+def test_chain_student_trains_on_the_taps_both_share(name, tmp_path):
+    """student=chain: taps stem, <block>.out, logits; the stage supervises the shared ones."""
     torch.manual_seed(0)
     teacher = freeze(FAMILIES[name]())
     student = chain_student(teacher, QuantConfig(), SHAPE)
+    shared = [t for t in teacher.tap_names if t in set(student.tap_names)]
+    assert shared == student.tap_names and len(shared) < len(teacher.tap_names)
     adapters = rfa_adapters(teacher, student, SHAPE)
-    assert set(adapters) == {t for t in student.tap_names if t not in ("stem", "logits")}
-    x = torch.randn(2, *SHAPE)
-    t_taps, s_taps = teacher.forward_taps(x), student.forward_taps(x)
-    loss = sum(torch.nn.functional.mse_loss(a(s_taps[k], t_taps[k]), t_taps[k]) for k, a in adapters.items())
-    loss.backward()
-    assert all(p.grad is not None for p in student.stem.parameters() if p.requires_grad)
+    assert list(adapters) == shared[1:-1]
+    stage = progressive(shared, 1, 1, 8)[-1]
+    stage.optimizer = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+    module = StageModule(DistillNet(student, adapters), teacher, stage, lambda x: x.float() / 255,
+                         4, shared)
+    data = ImagesOnly(PoisonedImages(4))
+    loader = DataLoader(data, batch_sampler=StageBatchSampler(len(data), 1, 1, 4, seed=0, stage=0))
+    select_trainable(module, (next(iter(loader)).float() / 255,))
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(module, loader)
+    assert trainer.global_step == 1
+
+
+def test_without_images_only_the_labels_would_raise():
+    with pytest.raises((AssertionError, TypeError)):
+        next(iter(DataLoader(PoisonedImages(4), batch_size=2)))

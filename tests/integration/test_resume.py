@@ -17,7 +17,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-import torch
 
 # 2 stages x 8 steps of 16 samples, a checkpoint every 2 steps (4 chunks per stage)
 RESUME = ["schedule.scale=0.5"]
@@ -70,7 +69,6 @@ def test_resume_after_an_exception(root, h):
     assert set(before) == {"DONE", "state.pt", "last.ckpt", "metrics.json"}
     interrupted = h.load(logits / "last.ckpt")
     assert interrupted["global_step"] == 4  # the chunk boundary before the failure at step 5
-    assert interrupted["epoch"] == 1
 
     starts = StartSteps()
     resumed = h.distill(run_dir, base, extra_callbacks=[starts])
@@ -98,13 +96,15 @@ def test_resume_after_sigkill(root, h):
     args = h.SMOKE + RESUME + LONG_STAGE2
     run_dir = root / "outputs" / "killed"
     ckpt = run_dir / "stages" / "01_logits" / "last.ckpt"
-    proc = subprocess.Popen([str(h.BIN / "archnet-distill"), *args, f"hydra.run.dir={run_dir}"],
-                            env=h.cli_env(root), cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log = root / "killed.stderr"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([str(h.BIN / "archnet-distill"), *args,
+                                 f"hydra.run.dir={run_dir}"], env=h.cli_env(root), cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 240
         while not ckpt.exists():
-            assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr.read()}"
+            assert proc.poll() is None, f"exited early ({proc.returncode}): {log.read_text()}"
             assert time.monotonic() < deadline, "stage 2 never wrote a checkpoint"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
@@ -121,11 +121,9 @@ def test_resume_after_sigkill(root, h):
     assert 0 < step_at_kill < 40 and step_at_kill % 2 == 0
     before = fingerprint(stem)
 
-    resumed = h.run_cli("distill", [*args, f"hydra.run.dir={run_dir}"], root, check=True)
-    assert fingerprint(stem) == before
+    h.run_cli("distill", [*args, f"hydra.run.dir={run_dir}"], root, check=True)
+    assert fingerprint(stem) == before  # stage 1 was not rerun
     assert h.load(ckpt)["global_step"] == 40
-    assert "01_logits: 40 steps" in resumed.stdout
-    assert "00_stem" not in resumed.stdout.split("01_logits")[0]  # stage 1 not rerun
 
     # the uninterrupted reference runs in this process (same code, same single thread)
     reference_dir = root / "outputs" / "unkilled"

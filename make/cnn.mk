@@ -1,0 +1,102 @@
+# CNN reproduction targets (ImageNet paper rows, Tiny-ImageNet families); included by the
+# Makefile, which provides BIN and STAMP. Every target runs the experiment file of its name.
+#   make reproduce-imagenet-resnet18-2w4a DATA=/path/to/imagenet [GPUS=8]
+#   make tiny-imagenet-resnet18 [THREADS=2]   (THREADS=1 on a CPU shared with other jobs)
+GPUS ?= 8
+THREADS ?= 2
+TEACHERS ?= $(or $(ARCHNET_ROOT),.)/outputs/teachers
+# one GPU count for the whole run; the global batch stays the paper's 256
+IMAGENET_ARGS = data.module.root=$(DATA) trainer.devices=$(GPUS) distill.batch_size=$$((256 / $(GPUS)))
+need-data = $(if $(DATA),,$(error DATA=/path/to/imagenet (train/ and val/ class folders) is required))
+need-weights = $(if $(WEIGHTS),,$(error WEIGHTS=/path/to/mobilenet_v1 state dict is required: torchvision has none))
+
+reproduce-imagenet-resnet18-fp32: $(STAMP) ## ImageNet ResNet-18 float Arch-Net; the paper's 32w32a row is its teacher (69.76); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet18_fp32_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-resnet18-2w4a: $(STAMP) ## ImageNet ResNet-18 2w4a Arch-Net (paper top-1 68.77); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet18_2w4a_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-resnet34-fp32: $(STAMP) ## ImageNet ResNet-34 float Arch-Net; the paper's 32w32a row is its teacher (73.30); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet34_fp32_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-resnet34-2w4a: $(STAMP) ## ImageNet ResNet-34 2w4a Arch-Net (paper top-1 72.40); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet34_2w4a_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-resnet50-fp32: $(STAMP) ## ImageNet ResNet-50 float Arch-Net; the paper's 32w32a row is its teacher (76.13); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet50_fp32_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-resnet50-2w4a: $(STAMP) ## ImageNet ResNet-50 2w4a Arch-Net (paper top-1 74.56); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_resnet50_2w4a_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-mobilenet_v1-fp32: $(STAMP) ## ImageNet MobileNetV1 float Arch-Net; the paper's 32w32a row is its teacher (-); DATA=... [GPUS=8] WEIGHTS=...
+	$(need-data)$(need-weights)
+	$(BIN)/archnet-distill experiment=archnet_mobilenet_v1_fp32_imagenet $(IMAGENET_ARGS) teacher.weights=$(WEIGHTS)
+
+reproduce-imagenet-mobilenet_v1-2w4a: $(STAMP) ## ImageNet MobileNetV1 2w4a Arch-Net (paper top-1 67.29); DATA=... [GPUS=8] WEIGHTS=...
+	$(need-data)$(need-weights)
+	$(BIN)/archnet-distill experiment=archnet_mobilenet_v1_2w4a_imagenet $(IMAGENET_ARGS) teacher.weights=$(WEIGHTS)
+
+reproduce-imagenet-mobilenet_v2-fp32: $(STAMP) ## ImageNet MobileNetV2 float Arch-Net; the paper's 32w32a row is its teacher (71.88); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_mobilenet_v2_fp32_imagenet $(IMAGENET_ARGS)
+
+reproduce-imagenet-mobilenet_v2-2w4a: $(STAMP) ## ImageNet MobileNetV2 2w4a Arch-Net (paper top-1 69.09); DATA=... [GPUS=8]
+	$(need-data)
+	$(BIN)/archnet-distill experiment=archnet_mobilenet_v2_2w4a_imagenet $(IMAGENET_ARGS)
+
+tiny-imagenet-resnet18: $(STAMP) ## Tiny-ImageNet-100 ResNet-18 family: teacher + 2w4a/4w4a/8w8a students (~1 h on 2 CPU cores)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet100_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_$$bits || exit 1; \
+	done
+
+tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-100 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~2.5 h on 2 CPU cores)
+	test -f $(TEACHERS)/resnet34_tiny_imagenet100_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet34_$$bits || exit 1; \
+	done
+
+tiny-imagenet-resnet50: $(STAMP) ## Tiny-ImageNet-100 ResNet-50 family: teacher + 2w4a/4w4a/8w8a students (~6 h on 2 CPU cores)
+	test -f $(TEACHERS)/resnet50_tiny_imagenet100_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet50
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet50_$$bits || exit 1; \
+	done
+
+tiny-imagenet-mobilenet_v1: $(STAMP) ## Tiny-ImageNet-100 MobileNetV1 family: teacher + 2w4a/4w4a/8w8a students (~2 h on 2 CPU cores)
+	test -f $(TEACHERS)/mobilenet_v1_tiny_imagenet100_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_mobilenet_v1
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_mobilenet_v1_$$bits || exit 1; \
+	done
+
+tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-100 MobileNetV2 family: teacher + 2w4a/4w4a/8w8a students (~5 h on 2 CPU cores)
+	test -f $(TEACHERS)/mobilenet_v2_tiny_imagenet100_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_mobilenet_v2
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_mobilenet_v2_$$bits || exit 1; \
+	done
+
+.PHONY: reproduce-imagenet-resnet18-fp32 \
+	reproduce-imagenet-resnet18-2w4a \
+	reproduce-imagenet-resnet34-fp32 \
+	reproduce-imagenet-resnet34-2w4a \
+	reproduce-imagenet-resnet50-fp32 \
+	reproduce-imagenet-resnet50-2w4a \
+	reproduce-imagenet-mobilenet_v1-fp32 \
+	reproduce-imagenet-mobilenet_v1-2w4a \
+	reproduce-imagenet-mobilenet_v2-fp32 \
+	reproduce-imagenet-mobilenet_v2-2w4a \
+	tiny-imagenet-resnet18 \
+	tiny-imagenet-resnet34 \
+	tiny-imagenet-resnet50 \
+	tiny-imagenet-mobilenet_v1 \
+	tiny-imagenet-mobilenet_v2

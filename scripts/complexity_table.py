@@ -1,0 +1,30 @@
+"""Parameters and MACs of each teacher family and its Arch-Net student (deploy, float).
+
+Usage: python scripts/complexity_table.py [--size 224] [--head gap|flatten] [--dense]
+Prints a markdown table (for docs/results.md); counts are exact hook counts on the meta
+device (no weights, no data).
+"""
+from __future__ import annotations
+
+import argparse
+
+from archnet.metrics.complexity import FAMILIES, complexity_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--head", default="gap", choices=["gap", "flatten"])
+    ap.add_argument("--dense", action="store_true", help="MobileNet depthwise convs as dense 3x3")
+    args = ap.parse_args()
+    rows = complexity_table(FAMILIES, args.size, head=args.head, depthwise=not args.dense)
+    print("| model | teacher params | teacher MACs | student params | student MACs | MACs ratio |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['teacher_params'] / 1e6:.2f} M | {r['teacher_macs'] / 1e9:.3f} G "
+              f"| {r['student_params'] / 1e6:.2f} M | {r['student_macs'] / 1e9:.3f} G "
+              f"| {r['student_macs'] / r['teacher_macs']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
