@@ -19,6 +19,9 @@ import pytest
 # threads make every convolution 10x slower. Subprocesses inherit it (see cli_env).
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if _SHARED_DATA.is_dir():  # tests run with an ARCHNET_ROOT in tmp; the data stays where it is
+    os.environ.setdefault("ARCHNET_DATA", str(_SHARED_DATA))
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
@@ -141,3 +144,24 @@ def load(path: Path):
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture
+def data_or_skip():
+    """A context manager: a ConfigError about a data path that does not exist skips the test."""
+    import contextlib
+
+    from archnet.errors import find_config_error
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except Exception as e:
+            err = find_config_error(e)
+            if err is not None and str(err.key).startswith("data") and err.value \
+                    and not Path(str(err.value)).exists():
+                pytest.skip(f"data not on this machine ({err})")
+            raise
+
+    return guard

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 
 from archnet.data.sampling import StageBatchSampler
 from archnet.distill import build, rundir
-from archnet.distill.stage_eval import evaluate_stage
 from archnet.distill.mixup import build_augment
+from archnet.distill.stage_eval import evaluate_stage
 from archnet.distill.stage_module import DistillNet, StageModule
 from archnet.distill.trainable import select_trainable
 from archnet.distill.trainer import make_trainer

@@ -24,7 +24,8 @@ def _needs(experiment: str) -> list[str]:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_validates(compose_cfg, experiment, tmp_path, monkeypatch):
+def test_experiment_composes_and_validates(compose_cfg, experiment, tmp_path, monkeypatch,
+                                          data_or_skip):
     missing = [d for d in _needs(experiment) if d not in group_options("data")]
     if missing:
         pytest.skip(f"data config {missing} not written yet")
@@ -34,7 +35,8 @@ def test_experiment_composes_and_validates(compose_cfg, experiment, tmp_path, mo
     assert s.samples >= s.batch_size and s.matcher["_target_"].startswith("archnet.search.matcher.")
     from archnet.cli.search import validate
 
-    validate(cfg)
+    with data_or_skip():
+        validate(cfg)
 
 
 @pytest.mark.parametrize("budget", group_options("search/budget"))

@@ -127,7 +127,8 @@ def test_export_qdq_matches_fake_quant_and_fits_profile(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "conf"
                                                          / "experiment").glob("*multi30k*.yaml")))
-def test_transformer_experiments_compose(name: str, tmp_path: Path, monkeypatch, compose_cfg) -> None:
+def test_transformer_experiments_compose(name: str, tmp_path: Path, monkeypatch, compose_cfg,
+                                        data_or_skip) -> None:
     """Every Transformer recipe composes for both entry points, passes validation (without
     a checkpoint) and expands into the schedule of its teacher's layer counts."""
     from archnet.config.schema import meta_teacher, validate_distill, validate_teacher
@@ -135,7 +136,8 @@ def test_transformer_experiments_compose(name: str, tmp_path: Path, monkeypatch,
 
     monkeypatch.setenv("ARCHNET_ROOT", str(tmp_path))
     cfg = compose_cfg("distill", [f"experiment={name}", "teacher.checkpoint=null"])
-    validate_distill(cfg)
+    with data_or_skip():
+        validate_distill(cfg)
     validate_teacher(compose_cfg("teacher", [f"experiment={name}", "teacher.checkpoint=null"]))
     teacher = meta_teacher(cfg)
     stages = build_schedule(cfg, teacher.tap_names)
