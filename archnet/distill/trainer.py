@@ -14,6 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 from archnet.distill.rundir import AtomicCheckpointIO
 
 
+class StageProgressBar(RichProgressBar):
+    """Rich progress bar labelled with the stage name and its step count, not Lightning epochs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        module = self.trainer.lightning_module
+        stage = getattr(getattr(module, "stage", None), "name", None)
+        if stage is None:
+            return super()._get_train_description(current_epoch)
+        return f"stage {stage} (step {self.trainer.global_step}/{self.trainer.max_steps})"
+
+
 def progress_enabled(cfg: DictConfig) -> bool:
     mode = cfg.get("progress", "auto")
     return bool(mode is True or (mode == "auto" and sys.stderr.isatty()))
@@ -49,7 +60,7 @@ def make_trainer(cfg: DictConfig, sdir: Path, max_steps: int, extra_callbacks: l
     callbacks += list(extra_callbacks or [])
     show = progress_enabled(cfg)
     if show:
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(StageProgressBar(leave=False))
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     if kwargs.get("sync_batchnorm") and _on_cpu(kwargs.get("accelerator")):
