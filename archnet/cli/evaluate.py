@@ -6,8 +6,6 @@ Config keys: ``run_dir``, ``split``, ``batch_size`` (conf/evaluate.yaml).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from archnet.cli.app import run_cli, run_dir
@@ -21,10 +19,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("split", cfg.split, SPLITS)
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError("batch_size", cfg.batch_size, "a positive integer")
-    rd = Path(str(cfg.run_dir))
-    for needed in (".hydra/config.yaml", "student.pt"):
-        if not (rd / needed).is_file():
-            raise ConfigError("run_dir", str(rd), f"a finished distillation run ({needed} is missing)")
+    from archnet.distill.rundir import require_finished
+
+    require_finished(cfg.run_dir)
 
 
 def task(cfg: DictConfig) -> dict:

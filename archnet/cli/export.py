@@ -12,7 +12,6 @@ on violations).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -27,10 +26,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(key, cfg[key], "a positive integer")
     if not isinstance(cfg.parity_images, int) or cfg.parity_images < 0:
         raise ConfigError("parity_images", cfg.parity_images, "an integer >= 0")
-    rd = Path(str(cfg.run_dir))
-    for needed in (".hydra/config.yaml", "student.pt"):
-        if not (rd / needed).is_file():
-            raise ConfigError("run_dir", str(rd), f"a finished distillation run ({needed} is missing)")
+    from archnet.distill.rundir import require_finished
+
+    require_finished(cfg.run_dir)
 
 
 def test_images(run_cfg: DictConfig, n: int, batch_size: int) -> Any:

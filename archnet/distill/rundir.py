@@ -72,3 +72,12 @@ def _input_shape(cfg) -> tuple[int, int, int] | None:
 
     shape = getattr(instantiate(cfg.data.module, _recursive_=False), "input_shape", None)
     return tuple(shape) if shape is not None else None
+
+
+def require_finished(run_dir: str | Path) -> None:
+    """Raise ConfigError(run_dir) unless ``run_dir`` holds a finished distillation run."""
+    from archnet.errors import ConfigError
+
+    for needed in (".hydra/config.yaml", "student.pt"):
+        if not (Path(str(run_dir)) / needed).is_file():
+            raise ConfigError("run_dir", str(run_dir), f"a finished distillation run ({needed} is missing)")

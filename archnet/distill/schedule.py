@@ -60,6 +60,17 @@ def _check_terms(stage: StageSpec, tap_names: list[str], losses: Sequence[str]) 
         raise ConfigError(f"schedule[{stage.name}].samples", stage.samples, "a positive integer")
 
 
+def check_budgets(budgets: dict[str, Any], scale: float, decay: float) -> None:
+    """Sample budgets are positive integers, ``scale > 0`` and ``0 < decay <= 1``."""
+    for key, value in budgets.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"schedule.{key}", value, "a positive number of samples")
+    if not scale > 0:
+        raise ConfigError("schedule.scale", scale, "a number > 0")
+    if not 0 < decay <= 1:
+        raise ConfigError("schedule.decay", decay, "a number in (0, 1]")
+
+
 def progressive(tap_names: list[str], first_samples: int, middle_samples: int, final_samples: int,
                 decay: float = 0.8, feature_loss: str = "mse", logit_loss: str = "cosine",
                 logit_weight: float = 1.0, scale: float = 1.0, optimizer: dict | None = None,
@@ -70,14 +81,8 @@ def progressive(tap_names: list[str], first_samples: int, middle_samples: int, f
     for t in features:
         if t not in tap_names:
             raise ConfigError("schedule.taps", t, tap_names)
-    for key, value in (("first_samples", first_samples), ("middle_samples", middle_samples),
-                       ("final_samples", final_samples)):
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"schedule.{key}", value, "a positive number of samples")
-    if not scale > 0:
-        raise ConfigError("schedule.scale", scale, "a number > 0")
-    if not 0 < decay <= 1:
-        raise ConfigError("schedule.decay", decay, "a number in (0, 1]")
+    check_budgets({"first_samples": first_samples, "middle_samples": middle_samples,
+                   "final_samples": final_samples}, scale, decay)
     common = dict(optimizer=dict(optimizer or {}), lr_scheduler=dict(lr_scheduler) if lr_scheduler else None)
     stages = []
     for k, tap in enumerate(features):

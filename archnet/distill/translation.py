@@ -33,7 +33,7 @@ from archnet.convert.transformer import (
 from archnet.convert.transformer_schedule import LOSS_KINDS, Period, period_loss, transformer_periods
 from archnet.data.multi30k import PadCollate
 from archnet.distill.report import ReportSpec
-from archnet.distill.schedule import LossTerm, StageSpec, finalize
+from archnet.distill.schedule import LossTerm, StageSpec, check_budgets, finalize
 from archnet.errors import ConfigError
 from archnet.metrics.translation import macs_per_token, resolve_device, score_split
 from archnet.models.transformer import Transformer
@@ -100,13 +100,8 @@ def transformer_schedule(tap_names: list[str], samples_per_period: int, final_sa
     """
     n_enc = _layer_count(tap_names, "enc") if n_enc is None else n_enc
     n_dec = _layer_count(tap_names, "dec") if n_dec is None else n_dec
-    for key, value in (("samples_per_period", samples_per_period), ("final_samples", final_samples)):
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"schedule.{key}", value, "a positive number of samples")
-    if not scale > 0:
-        raise ConfigError("schedule.scale", scale, "a number > 0")
-    if not 0 < decay <= 1:
-        raise ConfigError("schedule.decay", decay, "a number in (0, 1]")
+    check_budgets({"samples_per_period": samples_per_period, "final_samples": final_samples},
+                  scale, decay)
     periods = transformer_periods(n_enc, n_dec, decay, ce_weight)
     stages = []
     for i, p in enumerate(periods):
