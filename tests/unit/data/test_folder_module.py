@@ -1,15 +1,14 @@
 """ImageFolderDataModule / TinyImageNetDataModule: splits, manifest, limits, validation."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from archives import write_tar as _tar
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -101,15 +100,6 @@ def test_batch_augment_is_keyed_by_stage_and_step(tmp_path):
     flip = module(root, tmp_path).batch_augment()  # hflip only: every image is x or its mirror
     out = flip(x, 0)
     assert all(torch.equal(o, i) or torch.equal(o, i.flip(-1)) for o, i in zip(out, x))
-
-
-def _tar(path: Path, members: dict[str, bytes]) -> str:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fake_tiny(src: Path) -> Path:

@@ -1,26 +1,15 @@
 """Tiny-ImageNet preparation: checksums from the README, extraction once, class subsets."""
 from __future__ import annotations
 
-import hashlib
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
+from archives import write_tar as _tar
 
 from archnet.data import tiny_imagenet as tiny
 from archnet.errors import ConfigError
 
 WNIDS = [f"n{i:08d}" for i in range(200)]
-
-
-def _tar(path: Path, members: dict[str, bytes]) -> str:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _fake_source(src: Path, corrupt: str | None = None) -> Path:
