@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
+# pytest-xdist processes for make test (each test runs torch on one thread)
+TEST_WORKERS ?= 2
 export WANDB_MODE ?= offline
 export PYTHONWARNINGS ?= ignore
 
@@ -26,11 +28,11 @@ demo: $(STAMP) ## train the tiny teacher, distill its Arch-Net student, print th
 	$(BIN)/archnet-teacher experiment=demo
 	$(BIN)/archnet-distill experiment=demo
 
-test: $(STAMP) ## run the default test suite (excludes tests marked slow)
-	$(BIN)/pytest -q
+test: $(STAMP) ## run the default test suite (excludes tests marked slow) on TEST_WORKERS processes
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-all: $(STAMP) ## run every test, including the slow ones (DDP, long runs)
-	$(BIN)/pytest -q -m "slow or not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "slow or not slow"
 
 lint: $(STAMP) ## ruff over the package, scripts and tests
 	$(BIN)/ruff check archnet scripts tests

@@ -50,36 +50,36 @@ reproduce-imagenet-mobilenet_v2-2w4a: $(STAMP) ## ImageNet MobileNetV2 2w4a Arch
 	$(need-data)
 	$(BIN)/archnet-distill experiment=archnet_mobilenet_v2_2w4a_imagenet $(IMAGENET_ARGS)
 
-tiny-imagenet-resnet18: $(STAMP) ## Tiny-ImageNet-100 ResNet-18 family: teacher + 2w4a/4w4a/8w8a students (~1 h on 2 CPU cores)
-	test -f $(TEACHERS)/resnet18_tiny_imagenet100_32px_seed0.pt || \
+tiny-imagenet-resnet18: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 family: teacher + 2w4a/4w4a/8w8a students (~1.7 h of one CPU core, est.)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	for bits in 2w4a 4w4a 8w8a; do \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_$$bits || exit 1; \
 	done
 
-tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-100 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~2.5 h on 2 CPU cores)
-	test -f $(TEACHERS)/resnet34_tiny_imagenet100_32px_seed0.pt || \
+tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
+	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34
 	for bits in 2w4a 4w4a 8w8a; do \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet34_$$bits || exit 1; \
 	done
 
-tiny-imagenet-resnet50: $(STAMP) ## Tiny-ImageNet-100 ResNet-50 family: teacher + 2w4a/4w4a/8w8a students (~6 h on 2 CPU cores)
-	test -f $(TEACHERS)/resnet50_tiny_imagenet100_32px_seed0.pt || \
+tiny-imagenet-resnet50: $(STAMP) ## Tiny-ImageNet-200 ResNet-50 family: teacher + 2w4a/4w4a/8w8a students (~12.4 h of one CPU core, est.)
+	test -f $(TEACHERS)/resnet50_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet50
 	for bits in 2w4a 4w4a 8w8a; do \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet50_$$bits || exit 1; \
 	done
 
-tiny-imagenet-mobilenet_v1: $(STAMP) ## Tiny-ImageNet-100 MobileNetV1 family: teacher + 2w4a/4w4a/8w8a students (~2 h on 2 CPU cores)
-	test -f $(TEACHERS)/mobilenet_v1_tiny_imagenet100_32px_seed0.pt || \
+tiny-imagenet-mobilenet_v1: $(STAMP) ## Tiny-ImageNet-200 MobileNetV1 family: teacher + 2w4a/4w4a/8w8a students (~2.3 h of one CPU core, est.)
+	test -f $(TEACHERS)/mobilenet_v1_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_mobilenet_v1
 	for bits in 2w4a 4w4a 8w8a; do \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_mobilenet_v1_$$bits || exit 1; \
 	done
 
-tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-100 MobileNetV2 family: teacher + 2w4a/4w4a/8w8a students (~5 h on 2 CPU cores)
-	test -f $(TEACHERS)/mobilenet_v2_tiny_imagenet100_32px_seed0.pt || \
+tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-200 MobileNetV2 family: teacher + 2w4a/4w4a/8w8a students (~9.0 h of one CPU core, est.)
+	test -f $(TEACHERS)/mobilenet_v2_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_mobilenet_v2
 	for bits in 2w4a 4w4a 8w8a; do \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_mobilenet_v2_$$bits || exit 1; \

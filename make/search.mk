@@ -2,17 +2,18 @@
 # topologies, one run per MACs budget, each followed by the retraining its run wrote.
 SEARCH_BUDGETS ?= r100 r75 r50
 
-search-tiny-imagenet-resnet18: $(STAMP) ## search ResNet-18 students on Tiny-ImageNet at 1.0x/0.75x/0.5x teacher MACs, then retrain each [SEARCH_BUDGETS=...]
-	$(BIN)/archnet-teacher data=tiny_imagenet teacher=resnet18 name=tiny_imagenet_resnet18_teacher
+search-tiny-imagenet-resnet18: $(STAMP) ## 2w4a ResNet-18 student searches on Tiny-ImageNet-200 at 1.0x/0.75x/0.5x teacher MACs, each retrained [SEARCH_BUDGETS=...] [THREADS=2]
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	for b in $(SEARCH_BUDGETS); do \
 	  d=outputs/search_tiny_imagenet_resnet18_$$b/make; \
-	  $(BIN)/archnet-search experiment=search_tiny_imagenet_resnet18_$$b hydra.run.dir=$$d \
-	    && bash $$d/retrain.sh || exit 1; \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-search experiment=search_tiny_imagenet_resnet18_$$b hydra.run.dir=$$d \
+	    && PATH=$(BIN):$$PATH OMP_NUM_THREADS=$(THREADS) bash $$d/retrain.sh || exit 1; \
 	done
 
 search-demo: $(STAMP) ## a short search on the synthetic demo data (tiny ResNet teacher), then its retraining
 	$(BIN)/archnet-teacher experiment=demo
 	$(BIN)/archnet-search experiment=search_demo hydra.run.dir=outputs/search_demo/make
-	bash outputs/search_demo/make/retrain.sh
+	PATH=$(BIN):$$PATH bash outputs/search_demo/make/retrain.sh
 
 .PHONY: search-tiny-imagenet-resnet18 search-demo

@@ -34,10 +34,16 @@ class DistillSection:
     num_workers: int = 0
     adapters: Any = None
     mixup: Any = None  # {p, alpha}: the paper's batch mixup (archnet.distill.mixup)
+    stage_files: str = "all"  # all | last: keep every stage's weights, or the newest only
+    limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
         _positive("distill", self, "num_workers", minimum=0)
+        if self.stage_files not in ("all", "last"):
+            raise ConfigError("distill.stage_files", self.stage_files, ("all", "last"))
+        if self.limit_stages is not None and self.limit_stages < 2:
+            raise ConfigError("distill.limit_stages", self.limit_stages, "null or an integer >= 2")
 
 
 @dataclass

@@ -16,7 +16,7 @@ never generated (nor ``banned_ids``).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -77,23 +77,21 @@ class _Stepper:
             self.src_mask = self.src_mask.index_select(0, index)
 
 
-def _banned(vocab: int, ids: Iterable[int | None], device: torch.device) -> Tensor:
-    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
-    for i in ids:
-        if i is not None:
-            mask[i] = True
-    return mask
-
-
 def _next_logp(step: _Stepper, prefix: Tensor, banned_ids: tuple[int | None, ...], eos: int,
                last: bool) -> Tensor:
-    """Log-probabilities with banned ids at -inf, and only EOS allowed when ``last``."""
+    """Log-probabilities with banned ids at -inf, and only EOS allowed when ``last``.
+
+    Writes only the banned columns (in place: ``step`` returns a fresh tensor), not a
+    full-vocabulary mask per step."""
     logp = step(prefix)
-    v = logp.shape[-1]
-    mask = _banned(v, banned_ids, logp.device)
     if last:
-        mask = torch.arange(v, device=logp.device) != eos
-    return logp.masked_fill(mask, NEG)
+        only_eos = torch.full_like(logp, NEG)
+        only_eos[:, eos] = logp[:, eos]
+        return only_eos
+    ids = [i for i in banned_ids if i is not None]
+    if ids:
+        logp[:, ids] = NEG
+    return logp
 
 
 def _strip(row: list[int], eos: int) -> list[int]:

@@ -3,7 +3,9 @@
 
 A stage is finished when its ``DONE`` marker exists; ``state.pt`` then holds the student
 and adapter weights it ended with. ``last.ckpt`` is the Lightning checkpoint of an
-unfinished stage (written atomically) from which a rerun resumes.
+unfinished stage (written atomically) from which a rerun resumes. With
+``distill.stage_files=last`` only the newest finished stage keeps ``state.pt`` and no
+finished stage keeps ``last.ckpt``.
 """
 from __future__ import annotations
 
@@ -38,6 +40,15 @@ def is_done(sdir: Path) -> bool:
 
 def mark_done(sdir: Path) -> None:
     save_text("done\n", sdir / DONE)
+
+
+def prune_finished(finished: list[Path]) -> None:
+    """``distill.stage_files=last``: drop ``last.ckpt`` of finished stages and every
+    ``state.pt`` but the newest (``finished[-1]``, the resume point)."""
+    for sdir in finished:
+        (sdir / LAST).unlink(missing_ok=True)
+    for sdir in finished[:-1]:
+        (sdir / STATE).unlink(missing_ok=True)
 
 
 def load_run_config(run_dir: str | Path):

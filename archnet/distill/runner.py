@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from archnet.data.sampling import StageBatchSampler
 from archnet.distill import build, rundir
 from archnet.distill.mixup import build_augment
+from archnet.distill.schedule import spread
 from archnet.distill.stage_eval import evaluate_stage
 from archnet.distill.stage_module import DistillNet, StageModule
 from archnet.distill.trainable import select_trainable
@@ -36,12 +37,15 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
     step_offset = 0
     world = make_trainer(cfg, run_dir, max_steps=1).world_size
     global_batch = cfg.distill.batch_size * world
+    dirs = [rundir.stage_dir(run_dir, i, s.name) for i, s in enumerate(stages)]
+    resume_from = max((i for i, d in enumerate(dirs) if rundir.is_done(d)), default=-1)
     for index, stage in enumerate(stages):
-        sdir = rundir.stage_dir(run_dir, index, stage.name)
+        sdir = dirs[index]
         metrics_path = sdir / "metrics.json"
         total_steps = max(1, stage.samples // global_batch)
-        if rundir.is_done(sdir):
-            net.load_state_dict(torch.load(sdir / rundir.STATE, map_location="cpu"))
+        if rundir.is_done(sdir):  # only the newest finished stage's weights matter
+            if index == resume_from:
+                net.load_state_dict(torch.load(sdir / rundir.STATE, map_location="cpu"))
             results[stage.name] = _read_json(metrics_path)
             step_offset += total_steps
             continue
@@ -88,6 +92,8 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
             save_torch(net.state_dict(), sdir / rundir.STATE)
             save_json(metrics, metrics_path)
             rundir.mark_done(sdir)
+            if cfg.distill.get("stage_files", "all") == "last":
+                rundir.prune_finished(dirs[: index + 1])
             print(f"stage {stage.name}: {total_steps} steps in {wall:.1f} s, val loss "
                   f"{val['loss']:.4g}, agreement with teacher {val['agreement']:.1f}%", flush=True)
         barrier()
@@ -120,6 +126,7 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     stages = build.build_schedule(cfg, [t for t in teacher.tap_names if t in shared])
     task = build.build_task(cfg, dm)
     build.check_tap_pairs(stages, teacher, student, getattr(dm, "input_shape", None))
+    stages = spread(stages, cfg.distill.get("limit_stages"))  # all of them unless a smoke run
     run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())
     try:
         stage_metrics = run_stages(cfg, run_dir, net, teacher, dm, task, stages, run_logger,

@@ -137,6 +137,17 @@ def finalize(stages: list[StageSpec], tap_names: list[str], overrides: dict | No
     return stages
 
 
+def spread(stages: list[StageSpec], limit: int | None) -> list[StageSpec]:
+    """At most ``limit`` stages for smoke runs: the first, the final and evenly spaced ones
+    between (indices ``round(i * (n - 1) / (limit - 1))``); every stage when ``limit`` is
+    None or not smaller than ``n``."""
+    n = len(stages)
+    if limit is None or limit >= n:
+        return stages
+    keep = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return [stages[i] for i in keep]
+
+
 def stage_table(stages: list[StageSpec]) -> list[dict[str, Any]]:
     """Plain rows (for printing and metrics.json)."""
     return [dict(asdict(s), terms=[asdict(t) for t in s.terms]) for s in stages]

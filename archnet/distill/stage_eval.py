@@ -9,15 +9,17 @@ from archnet.distill.stage_module import StageModule
 
 @torch.no_grad()
 def evaluate_stage(module: StageModule, loader: DataLoader, max_samples: int) -> dict[str, float]:
-    """Mean stage loss and top-1 agreement (%) with the teacher over ``max_samples`` images."""
+    """Mean stage loss and top-1 agreement (%) with the teacher over the first
+    ``max_samples`` held-out samples (the last batch is cut to fit)."""
     net, teacher, task = module.net, module.teacher, module.task
     was_training = net.training
     net.eval()
     loss_sum = agree = seen = counted = 0.0
     try:
         for batch in loader:
-            batch = [b.to(module.device) for b in batch] if isinstance(batch, (list, tuple)) \
-                else batch.to(module.device)
+            need = int(max_samples - seen)
+            batch = [b[:need].to(module.device) for b in batch] if isinstance(batch, (list, tuple)) \
+                else batch[:need].to(module.device)
             inputs = task.eval_inputs(batch)  # labels are dropped here, never used
             loss, _ = module.stage_loss(inputs)
             n = task.batch_size(inputs)

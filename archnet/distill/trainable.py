@@ -14,6 +14,7 @@ from torch import Tensor
 
 from archnet.distill.stage_module import StageModule
 from archnet.errors import ConfigError
+from archnet.models.taps import eval_mode
 
 
 def select_trainable(module: StageModule, example: tuple[Tensor, ...]) -> list[str]:
@@ -25,14 +26,10 @@ def select_trainable(module: StageModule, example: tuple[Tensor, ...]) -> list[s
     if spec == "all":
         names = list(named)
     elif spec == "reachable":
-        was_training = module.net.training
-        module.net.eval()
-        try:
-            module.teacher.to(example[0].device)
+        module.teacher.to(example[0].device).eval()  # frozen: never moves its BN statistics
+        with eval_mode(module.net):
             loss, _ = module.stage_loss(example)
             grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
-        finally:
-            module.net.train(was_training)
         names = [n for n, g in zip(named, grads) if g is not None]
     elif isinstance(spec, (list, tuple)):
         names = [n for n in named if any(fnmatch(n, pat) for pat in spec)]

@@ -44,6 +44,22 @@ class BroadcastBuffers(pl.Callback):
                 dist.broadcast(buffer, src=0)
 
 
+class ChunkCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` at the end of every chunk (a Lightning epoch); with ``skip_final`` not
+    after the stage's last step, whose weights the runner saves as ``state.pt`` anyway
+    (``distill.stage_files=last``: a finished stage keeps no ``last.ckpt``)."""
+
+    def __init__(self, dirpath: Path, skip_final: bool) -> None:
+        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, every_n_epochs=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+        self.skip_final = skip_final
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.skip_final and trainer.global_step >= trainer.max_steps:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+
+
 def _on_cpu(accelerator: Any) -> bool:
     import torch
 
@@ -51,9 +67,8 @@ def _on_cpu(accelerator: Any) -> bool:
 
 
 def make_trainer(cfg: DictConfig, sdir: Path, max_steps: int, extra_callbacks: list | None = None) -> pl.Trainer:
-    callbacks: list[Any] = [ModelCheckpoint(dirpath=sdir, filename="last", save_top_k=1,
-                                            every_n_epochs=1, save_on_train_epoch_end=True,
-                                            enable_version_counter=False), BroadcastBuffers()]
+    skip_final = cfg.get("distill", {}).get("stage_files", "all") == "last"
+    callbacks: list[Any] = [ChunkCheckpoint(sdir, skip_final), BroadcastBuffers()]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None:
             callbacks.append(instantiate(node))

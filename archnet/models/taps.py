@@ -8,6 +8,7 @@ tapped tensor in place, so no tap aliases a later one.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -88,14 +89,24 @@ class TappedChain(nn.Module):
         return self.forward_head(h)
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; afterwards every submodule gets back its own
+    mode. (``model.train(was_training)`` would put a frozen teacher held inside a wrapper
+    back into train mode: its BN statistics would then move.)"""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 @torch.no_grad()
 def tap_shapes(model: TappedChain, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """Shapes of every tap for one input of ``input_shape`` (C, H, W), batch of 2."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         p = next(model.parameters())
         x = torch.zeros(2, *input_shape, device=p.device, dtype=p.dtype)
         return {k: tuple(v.shape[1:]) for k, v in model.forward_taps(x).items()}
-    finally:
-        model.train(was_training)

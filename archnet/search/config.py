@@ -69,6 +69,7 @@ class SelectSection:
 class SearchSection:
     samples: int = 20000
     batch_size: int = 64
+    scale: float = 1.0
     warmup_samples: int = 4000
     quant_start_samples: int = 4000
     feat_weight: float = 1.0
@@ -83,10 +84,18 @@ class SearchSection:
     board: BoardSection = field(default_factory=BoardSection)
     matcher: Any = None
     select: SelectSection = field(default_factory=SelectSection)
+    retrain_experiment: str | None = None
 
     def __post_init__(self) -> None:
         _at_least("search", self, 1, "samples", "batch_size", "log_every")
         _at_least("search", self, 0, "warmup_samples", "quant_start_samples", "num_workers")
+        if not self.scale > 0:
+            raise ConfigError("search.scale", self.scale, "a number > 0 (budget multiplier)")
+        if self.scale != 1.0:  # the training budgets shrink together; at least one step
+            self.samples = max(self.batch_size, round(self.samples * self.scale))
+            self.warmup_samples = round(self.warmup_samples * self.scale)
+            self.quant_start_samples = round(self.quant_start_samples * self.scale)
+            self.scale = 1.0
         if not 0 < self.decay <= 1:
             raise ConfigError("search.decay", self.decay, "a number in (0, 1]")
         if not self.kd_tau > 0:

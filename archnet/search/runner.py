@@ -86,12 +86,32 @@ def _quant_args(cfg: DictConfig) -> list[str]:
     return out
 
 
+def _group_choices() -> dict[str, str]:
+    """The config group options this run was composed from (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if isinstance(v, str)}
+
+
 def retrain_command(cfg: DictConfig, net, run_dir: Path) -> str:
     """The ``archnet-distill`` command retraining the selected path (only block outputs are
-    supervised: the searched blocks' inner units do not mirror the teacher's inner taps)."""
+    supervised: the searched blocks' inner units do not mirror the teacher's inner taps).
+
+    With ``search.retrain_experiment`` the distillation recipe (data, teacher, schedule) is
+    that experiment's, otherwise the search's own data/teacher options; the quantization is
+    always the search's (the path was selected under it)."""
     taps = ",".join(["stem", *(f"{b.sig.name}.out" for b in net.space.blocks)])
-    args = ["archnet-distill", "student=searched", f"student.topology={run_dir.resolve() / 'topology.yaml'}",
-            f"data={cfg.data.name}", f"teacher={cfg.teacher.name}", *_quant_args(cfg), f"seed={cfg.seed}",
+    recipe = cfg.search.get("retrain_experiment")
+    if recipe:
+        picks = [f"experiment={recipe}"]
+    else:
+        choices = _group_choices()
+        picks = [f"data={choices.get('data', cfg.data.name)}",
+                 f"teacher={choices.get('teacher', cfg.teacher.name)}"]
+    args = ["archnet-distill", *picks, *_quant_args(cfg), "student=searched",
+            f"student.topology={run_dir.resolve() / 'topology.yaml'}", f"seed={cfg.seed}",
             f"name={cfg.get('name', 'search')}_retrain", f"'schedule.taps=[{taps}]'"]
     return " ".join(args)
 

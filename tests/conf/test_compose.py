@@ -1,5 +1,5 @@
-"""Every config option composes, every experiment validates, and (``-m slow``) every
-experiment runs end to end with ``debug=fast``. Groups, options and experiments are
+"""Every config option composes, every experiment validates, and every experiment runs
+end to end with ``debug=fast`` (and tiny model/decoding limits). Groups, options and experiments are
 discovered from conf/, never listed here."""
 from __future__ import annotations
 
@@ -120,8 +120,6 @@ def _validator(primary: str):
 def test_every_experiment_validates(experiment, root, monkeypatch, h):
     """With ``debug=fast``; a teacher checkpoint that was never trained here is left out
     (``teacher.checkpoint=null``) and data that is not on this machine skips."""
-    from archnet.errors import ConfigError, find_config_error
-
     if DATA_DIR.is_dir():
         monkeypatch.setenv("ARCHNET_DATA", str(DATA_DIR))
     for primary in primaries_of(experiment):
@@ -129,14 +127,21 @@ def test_every_experiment_validates(experiment, root, monkeypatch, h):
         path = cfg.teacher.get("checkpoint")
         if path and not Path(path).is_file():
             cfg.teacher.checkpoint = None
-        try:
-            _validator(primary)(cfg)
-        except Exception as e:
-            err = e if isinstance(e, ConfigError) else find_config_error(e)
-            if err is not None and str(err.key).startswith("data") and err.value \
-                    and not Path(str(err.value)).exists():
-                pytest.skip(f"{primary}: data not on this machine ({err})")
-            raise
+        validate_or_skip(primary, cfg)
+
+
+def validate_or_skip(primary: str, cfg) -> None:
+    """Validate a composed config; skip the test when it names data this machine lacks."""
+    from archnet.errors import ConfigError, find_config_error
+
+    try:
+        _validator(primary)(cfg)
+    except Exception as e:
+        err = e if isinstance(e, ConfigError) else find_config_error(e)
+        if err is not None and str(err.key).startswith("data") and err.value \
+                and not Path(str(err.value)).exists():
+            pytest.skip(f"{primary}: data not on this machine ({err})")
+        raise
 
 
 def test_cfg_job_resolve_prints_the_resolved_config(root, h):
@@ -151,7 +156,7 @@ def test_cfg_job_resolve_prints_the_resolved_config(root, h):
     assert sorted(p.name for p in (root / "outputs").iterdir()) == ["teachers"]  # no run dir
 
 
-# ---------------------------------------------------------------- end to end (slow)
+# ---------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def shared_root(tmp_path_factory):
     """One root for every experiment run: extracted data and caches are reused."""
@@ -166,39 +171,89 @@ def teacher_args(experiment: str) -> list[str]:
     return [a for a in args if not a.startswith("trainer=")]
 
 
-def skip_if_data_missing(proc) -> None:
-    """Skip when the CLI refused a data path that does not exist on this machine."""
-    found = re.search(r"archnet: error: (data[\w.]*)='([^']*)'", proc.stderr)
-    if proc.returncode == 2 and found and found.group(2).startswith("/") \
-            and not Path(found.group(2)).exists():
-        pytest.skip(f"data not on this machine: {proc.stderr.strip()}")
+def families() -> dict[str, list[str]]:
+    """Experiments grouped by (tool, teacher command): one teacher and one Hydra multirun
+    each. Named after the teacher command's experiment and the tool."""
+    out: dict[str, list[str]] = {}
+    for experiment in EXPERIMENTS:
+        key = "+".join(teacher_args(experiment)).replace("experiment=", "") + f"-{target_of(experiment)}"
+        out.setdefault(key, []).append(experiment)
+    return out
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_with_debug_fast(experiment, shared_root, h, monkeypatch):
-    """The header's teacher command, then the experiment's own command, with ``debug=fast``:
-    exit 0 and a metrics.json (distill) or search.json (search)."""
+FAMILIES = families()
+
+# Tiny limits on top of debug=fast (DESIGN 4: "tests run every experiment file with tiny
+# limits"), by teacher option: debug=fast caps data and budgets, these shrink what it cannot:
+# the paper-size Transformer (40 M parameters), its beam-search decoding of three splits,
+# and the 60-odd one-step stages of the deepest students (ResNet-50, MobileNetV2).
+TRANSFORMER_MODEL = ["teacher.model.cfg.d_model=16", "teacher.model.cfg.d_inner=16",
+                     "teacher.model.cfg.n_enc=1", "teacher.model.cfg.n_dec=1",
+                     "teacher.model.cfg.n_head=2"]
+# 4 of the schedule's stages (first, two between, final; all stages are still built and
+# their tap pairs checked), 16 held-out samples per stage, only the newest stage's weights.
+# Budgets at a quarter of debug=fast's (the final stage of the paper recipes is 10-50x a
+# middle one, so it dominates a smoke run).
+SMOKE_STAGES = ["distill.limit_stages=4", "distill.val_samples=16", "distill.stage_files=last",
+                "schedule.scale=0.0005"]
+TINY = {
+    "transformer": {"teacher": [*TRANSFORMER_MODEL, "train.module.val_limit=4", "train.module.val_max_len=6",
+                                "train.module.limit=4", "train.module.max_len=6", "train.module.beam=2"],
+                    "distill": [*TRANSFORMER_MODEL, "data.task.limit=4", "data.task.max_len=6",
+                                "data.task.beam=2", *SMOKE_STAGES]},
+    "cnn": {"teacher": [], "search": ["search.scale=0.002"],
+            "distill": ["distill.batch_size=16", "export.example_batch=16", "export.parity_images=32",
+                        *SMOKE_STAGES]},
+}
+
+
+def tiny_overrides(experiment: str, tool: str) -> list[str]:
+    """``++key=value``: a ``-m`` sweep composes its base config without the swept experiment,
+    where these keys may not exist yet."""
+    choices = compose(target_of(experiment), [f"experiment={experiment}"]).hydra.runtime.choices
+    kind = "transformer" if "transformer" in choices["teacher"] else "cnn"
+    return [f"++{o}" for o in TINY[kind][tool]]
+
+
+def skip_family_without_data(experiments: list[str], monkeypatch, root: Path) -> None:
+    """Compose and check the first experiment in process: no subprocess for data we lack."""
+    monkeypatch.setenv("ARCHNET_ROOT", str(root))
+    primary = target_of(experiments[0])
+    validate_or_skip(primary, compose(primary, [f"experiment={experiments[0]}", "debug=fast",
+                                                "teacher.checkpoint=null"]))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_experiment_runs_with_debug_fast(family, shared_root, h, monkeypatch):
+    """Per family: the header's teacher command, then every experiment of the family in one
+    ``-m`` sweep, with ``debug=fast`` and the tiny limits above: exit 0, and one
+    metrics.json with test metrics (distill) or search.json (search) per experiment."""
     import json
 
+    experiments = FAMILIES[family]
     if DATA_DIR.is_dir():
         monkeypatch.setenv("ARCHNET_DATA", str(DATA_DIR))
-    tool = target_of(experiment)
-    teacher = h.run_cli("teacher", [*teacher_args(experiment), "debug=fast"], shared_root,
-                        timeout=1800)
-    skip_if_data_missing(teacher)
+    skip_family_without_data(experiments, monkeypatch, shared_root)
+    tool = target_of(experiments[0])
+    teacher = h.run_cli("teacher", [*teacher_args(experiments[0]), "debug=fast", "logger=none",
+                                    *tiny_overrides(experiments[0], "teacher")], shared_root, timeout=1800)
     assert teacher.returncode == 0, teacher.stderr[-5000:]
     outputs = shared_root / "outputs"
-    before = set(outputs.rglob("metrics.json")) | set(outputs.rglob("search.json"))
-    proc = h.run_cli(tool, [f"experiment={experiment}", "debug=fast", "logger=none"],
-                     shared_root, timeout=3600)
-    skip_if_data_missing(proc)
+    result = "search.json" if tool == "search" else "metrics.json"
+    before = set(outputs.rglob(result))
+    proc = h.run_cli(tool, ["-m", "experiment=" + ",".join(experiments), "debug=fast", "logger=none",
+                            *tiny_overrides(experiments[0], tool)], shared_root, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    new = (set(outputs.rglob("metrics.json")) | set(outputs.rglob("search.json"))) - before
-    if tool == "search":
-        assert any(p.name == "search.json" for p in new), new
-    else:
-        runs = [p for p in new if (p.parent / "stages").is_dir()]
-        assert len(runs) == 1, new
-        student = json.loads(runs[0].read_text())["student"]
-        assert any(k.startswith("test/") for k in student), student
+    new = sorted(set(outputs.rglob(result)) - before)
+    if tool == "distill":
+        new = [p for p in new if (p.parent / "stages").is_dir()]
+    assert len(new) == len(experiments), (experiments, new)
+    names = set()
+    for path in new:
+        doc = json.loads(path.read_text())
+        if tool == "search":
+            assert doc["selected"]["macs"] > 0, doc["selected"]
+        else:
+            assert any(k.startswith("test/") for k in doc["student"]), doc["student"]
+        names.add(doc["experiment"])
+    assert names == set(experiments)

@@ -87,6 +87,33 @@ def test_resume_after_an_exception(root, h):
         assert abs(loss - ref_curve[step]) <= TOL, step
 
 
+
+def test_resume_with_stage_files_last(root, h):
+    """``distill.stage_files=last``: a finished stage keeps no ``last.ckpt`` and only the
+    newest finished stage keeps ``state.pt``; resuming from that (and rerunning a finished
+    run) gives the same result as keeping every file."""
+    base = h.SMOKE + RESUME
+    last = ["distill.stage_files=last"]
+    run_dir = root / "outputs" / "pruned" / "run"
+    with pytest.raises(RuntimeError, match="FailAtStep"):
+        h.distill(run_dir, base + last + FAIL)
+    stem, logits = run_dir / "stages" / "00_stem", run_dir / "stages" / "01_logits"
+    assert {p.name for p in stem.iterdir()} == {"DONE", "state.pt", "metrics.json"}
+    assert h.load(logits / "last.ckpt")["global_step"] == 4
+
+    resumed = h.distill(run_dir, base + last)
+    assert {p.name for p in stem.iterdir()} == {"DONE", "metrics.json"}
+    assert {p.name for p in logits.iterdir()} == {"DONE", "state.pt", "metrics.json"}
+    reference_dir = root / "outputs" / "pruned" / "reference"
+    reference = h.distill(reference_dir, base)
+    assert {p.name for p in (reference_dir / "stages" / "00_stem").iterdir()} == {
+        "DONE", "state.pt", "last.ckpt", "metrics.json"}  # the default keeps everything
+    assert_same_result(resumed, reference, run_dir, reference_dir, h)
+    # a finished run reruns from the newest state alone (stage 1's state is gone)
+    (run_dir / "student.pt").unlink()
+    rerun = h.distill(run_dir, base + last)
+    assert_same_result(rerun, reference, run_dir, reference_dir, h)
+
 # 40 steps, 20 chunks. A by-name stage override from the command line needs "+" and the
 # dict syntax: Hydra's grammar rejects the dotted key (stage names start with a digit).
 LONG_STAGE2 = ["+schedule.stage_overrides={01_logits:{samples:640}}"]

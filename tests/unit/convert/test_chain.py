@@ -141,3 +141,20 @@ def test_bad_topology_is_a_config_error():
         parse_topology("wide", ["a"])
     stem, blocks = parse_topology(OmegaConf.create({"width": 2, "blocks": {"b": {"n_units": 1}}}), ["a", "b"])
     assert stem.n_units == 1 and [(b.n_units, b.width) for b in blocks] == [(2, 2), (1, 2)]
+
+
+def test_conversion_leaves_a_frozen_teacher_frozen():
+    """Regression: the shape probe ran on a wrapper whose own mode was "train" and restored
+    it recursively, so a frozen ResNet teacher came back in train mode and the next
+    teacher forward moved its BN statistics (seen as a 0.09-point teacher drift)."""
+    from archnet.convert.chain_student import chain_student
+    from archnet.distill.build import freeze
+    from archnet.models.resnet import resnet18
+
+    teacher = freeze(resnet18(num_classes=10, stem="small", width_multiplier=0.25))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    chain_student(teacher, None, (3, 32, 32), topology={"n_units": 1}, head="flatten")
+    assert not any(m.training for m in teacher.modules())
+    with torch.no_grad():
+        teacher(torch.randn(4, 3, 32, 32))
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())

@@ -148,3 +148,12 @@ def test_composed_progressive_schedule(compose_cfg, monkeypatch, tmp_path):
         (s.name, s.samples, s.terms) for s in paper]
     assert stages[0].optimizer["_target_"] == "torch.optim.Adam"
     assert stages[0].lr_scheduler["period_samples"] == 81920
+
+
+def test_spread_keeps_first_final_and_evenly_spaced_stages():
+    from archnet.distill.schedule import StageSpec, spread
+
+    stages = [StageSpec(f"{i:02d}", [], 1) for i in range(26)]
+    assert [s.name for s in spread(stages, 4)] == ["00", "08", "17", "25"]
+    assert [s.name for s in spread(stages, 2)] == ["00", "25"]
+    assert spread(stages, None) == stages and spread(stages, 26) == stages and spread(stages, 99) == stages
