@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from archnet.distill.stage_module import StageModule
+from archnet.models.taps import eval_mode
 
 
 @torch.no_grad()
@@ -12,10 +13,8 @@ def evaluate_stage(module: StageModule, loader: DataLoader, max_samples: int) ->
     """Mean stage loss and top-1 agreement (%) with the teacher over the first
     ``max_samples`` held-out samples (the last batch is cut to fit)."""
     net, teacher, task = module.net, module.teacher, module.task
-    was_training = net.training
-    net.eval()
     loss_sum = agree = seen = counted = 0.0
-    try:
+    with eval_mode(net):
         for batch in loader:
             need = int(max_samples - seen)
             batch = [b[:need].to(module.device) for b in batch] if isinstance(batch, (list, tuple)) \
@@ -28,6 +27,4 @@ def evaluate_stage(module: StageModule, loader: DataLoader, max_samples: int) ->
             agree, counted, seen = agree + same, counted + count, seen + n
             if seen >= max_samples:
                 break
-    finally:
-        net.train(was_training)
     return {"loss": loss_sum / seen, "agreement": 100.0 * agree / max(counted, 1)}
