@@ -100,21 +100,28 @@ def _strip(row: list[int], eos: int) -> list[int]:
 
 def greedy_decode(model: Seq2Seq, src: Tensor, bos: int, eos: int, max_len: int = 100,
                   pad: int | None = None, use_cache: bool = True) -> list[list[int]]:
-    """Argmax decoding; token lists without BOS/EOS, one per source row."""
+    """Argmax decoding; token lists without BOS/EOS, one per source row.
+
+    Rows that emitted EOS leave the batch (the model runs only on unfinished rows)."""
     with _eval(model):
         memory, src_mask = model.encode(src)
         step = _Stepper(model, memory, src_mask, use_cache)
-        b = src.shape[0]
-        prefix = torch.full((b, 1), bos, dtype=torch.long, device=src.device)
-        done = torch.zeros(b, dtype=torch.bool, device=src.device)
+        b, dev = src.shape[0], src.device
+        out = torch.full((b, max_len), eos, dtype=torch.long, device=dev)
+        live = torch.arange(b, device=dev)               # original rows still decoding
+        prefix = torch.full((b, 1), bos, dtype=torch.long, device=dev)
         for t in range(1, max_len + 1):
-            logp = _next_logp(step, prefix, (pad, bos), eos, t == max_len)
-            nxt = logp.argmax(-1).masked_fill(done, eos)
-            prefix = torch.cat([prefix, nxt[:, None]], 1)
-            done |= nxt == eos
-            if bool(done.all()):
+            nxt = _next_logp(step, prefix, (pad, bos), eos, t == max_len).argmax(-1)
+            out[live, t - 1] = nxt
+            going = nxt != eos
+            if not bool(going.any()):
                 break
-    return [_strip(row[1:], eos) for row in prefix.tolist()]
+            if not bool(going.all()):
+                keep = going.nonzero()[:, 0]
+                step.reorder(keep)
+                live, prefix, nxt = live[keep], prefix[keep], nxt[keep]
+            prefix = torch.cat([prefix, nxt[:, None]], 1)
+    return [_strip(row, eos) for row in out.tolist()]
 
 
 def beam_search(model: Seq2Seq, src: Tensor, bos: int, eos: int, beam: int = 5,
@@ -123,6 +130,8 @@ def beam_search(model: Seq2Seq, src: Tensor, bos: int, eos: int, beam: int = 5,
     """Best hypothesis per source row (module docstring), as token lists without BOS/EOS.
 
     ``banned_ids`` are never generated, besides ``pad`` and ``bos`` (e.g. ``<unk>``).
+    A sentence with ``beam`` finished hypotheses leaves the batch: the model runs only on
+    the beams of unfinished sentences (same result, less work on ragged batches).
     """
     with _eval(model):
         b, k, dev = src.shape[0], beam, src.device
@@ -130,38 +139,41 @@ def beam_search(model: Seq2Seq, src: Tensor, bos: int, eos: int, beam: int = 5,
         rows = torch.arange(b, device=dev).repeat_interleave(k)
         step = _Stepper(model, memory.index_select(0, rows), src_mask.index_select(0, rows), use_cache)
         banned = (pad, bos, *banned_ids)
+        live = torch.arange(b, device=dev)               # original sentences still searching
         prefix = torch.full((b * k, 1), bos, dtype=torch.long, device=dev)
-        scores = torch.full((b, k), NEG, device=dev)
+        scores = torch.full((b, k), NEG, device=dev)     # live sentences x beams
         scores[:, 0] = 0.0
         best = torch.full((b,), NEG, device=dev)
         best_seq = torch.full((b, max_len), eos, dtype=torch.long, device=dev)
         n_done = torch.zeros(b, dtype=torch.long, device=dev)
         for t in range(1, max_len + 1):
+            m = live.shape[0]
             logp = _next_logp(step, prefix, banned, eos, t == max_len)
             v = logp.shape[-1]
-            cand = (scores[:, :, None] + logp.view(b, k, v)).view(b, k * v)
+            cand = (scores[:, :, None] + logp.view(m, k, v)).view(m, k * v)
             top, idx = cand.topk(min(2 * k, k * v), dim=1)
             src_beam, tok = idx // v, idx % v
             is_eos = (tok == eos) & torch.isfinite(top)
-            open_ = n_done < k
             # finished hypotheses: best normalised one per sentence, and how many so far
             norm = length_normalized(top, t, alpha).masked_fill(~is_eos, NEG)
             nbest, arg = norm.max(1)
-            better = open_ & (nbest > best)
+            better = nbest > best[live]
             if bool(better.any()):
-                origin = (torch.arange(b, device=dev) * k + src_beam.gather(1, arg[:, None])[:, 0])
-                hist = prefix.index_select(0, origin)[:, 1:]
-                seq = torch.full((b, max_len), eos, dtype=torch.long, device=dev)
-                seq[:, : t - 1] = hist
-                best = torch.where(better, nbest, best)
-                best_seq = torch.where(better[:, None], seq, best_seq)
-            n_done = n_done + (is_eos & open_[:, None]).sum(1)
-            if t == max_len or bool((n_done >= k).all()):
+                origin = torch.arange(m, device=dev) * k + src_beam.gather(1, arg[:, None])[:, 0]
+                hit = better.nonzero()[:, 0]
+                best[live[hit]] = nbest[hit]
+                seq = torch.full((hit.shape[0], max_len), eos, dtype=torch.long, device=dev)
+                seq[:, : t - 1] = prefix.index_select(0, origin[hit])[:, 1:]
+                best_seq[live[hit]] = seq
+            n_done[live] += is_eos.sum(1)
+            open_ = n_done[live] < k
+            if t == max_len or not bool(open_.any()):
                 break
-            # live beams: the best k non-EOS candidates, in rank order
-            live_scores, pos = top.masked_fill(is_eos, NEG).topk(k, dim=1)
-            origin = (torch.arange(b, device=dev)[:, None] * k + src_beam.gather(1, pos)).view(-1)
+            # live beams: the best k non-EOS candidates of each open sentence, in rank order
+            keep = open_.nonzero()[:, 0]
+            live_scores, pos = top[keep].masked_fill(is_eos[keep], NEG).topk(k, dim=1)
+            origin = (keep[:, None] * k + src_beam[keep].gather(1, pos)).view(-1)
             step.reorder(origin)
-            prefix = torch.cat([prefix.index_select(0, origin), tok.gather(1, pos).view(-1, 1)], 1)
-            scores = live_scores
+            prefix = torch.cat([prefix.index_select(0, origin), tok[keep].gather(1, pos).view(-1, 1)], 1)
+            scores, live = live_scores, live[keep]
     return [_strip(row, eos) for row in best_seq.tolist()]

@@ -60,12 +60,16 @@ def teacher_targets(dm: Any, model_cfg: Any, checkpoint: str | Path | None, cach
     else:
         teacher = load_frozen_teacher(model_cfg, checkpoint)
         tok = dm.tokenizer
+        print(f"teacher targets: translating {len(sources)} training sources with the teacher "
+              f"(beam {beam}), once; cached as {path}", flush=True)
         start = time.perf_counter()
         ids = decode_sources(teacher, sources, tok, beam, max_len, alpha, max_tokens, device=device)
         targets = [torch.tensor([tok.bos_id, *h, tok.eos_id], dtype=torch.long) for h in ids]
+        seconds = time.perf_counter() - start
         save_torch({"targets": targets, "decode": decode}, path)
         save_json({"checkpoint": str(checkpoint), "pairs": len(targets), **decode,
-                   "decode_s": time.perf_counter() - start}, path.with_suffix(".json"))
+                   "decode_s": seconds}, path.with_suffix(".json"))
+        print(f"teacher targets: done in {seconds / 60:.1f} min", flush=True)
     if len(targets) != len(sources):
         raise RuntimeError(f"{path}: {len(targets)} targets for {len(sources)} sources")
     return PairDataset(sources, targets)

@@ -14,7 +14,7 @@
   stage specs with sample budgets.
 
 Loss flags (reference 7.5; the authors' values in brackets): ``mask_pads`` True [False],
-``cos_dim`` -1 [1], ``ce_mask`` gold [teacher_pred], ``ce_reduction`` sum [sum],
+``cos_dim`` -1 [1], ``ce_mask`` gold [teacher_pred], ``ce_reduction`` mean [sum],
 ``smoothing`` 0.1 [0.1].
 """
 from __future__ import annotations
@@ -148,7 +148,7 @@ class TranslationTask:
     def __init__(self, dm: Any, targets: str = "gold", vocab_size: int | None = None,
                  teacher_model: Any = None, teacher_checkpoint: str | None = None,
                  cache_dir: str | None = None, mask_pads: bool = True, cos_dim: int = -1,
-                 smoothing: float = 0.1, ce_reduction: str = "sum", ce_mask: str = "gold",
+                 smoothing: float = 0.1, ce_reduction: str = "mean", ce_mask: str = "gold",
                  beam: int = 5, max_len: int = 100, alpha: float = 0.7,
                  splits: Sequence[str] = ("test_2016_flickr",), limit: int | None = None,
                  max_tokens: int = 4096, device: str | None = "auto") -> None:

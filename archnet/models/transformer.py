@@ -52,6 +52,7 @@ class TransformerConfig:
     n_position: int = 200
     ln_eps: float = 1e-6
     attn_bias: bool = False
+    emb_init_std: float | None = None   # None: Xavier (authors); else N(0, std^2) embeddings
 
     @property
     def d_k(self) -> int:
@@ -226,12 +227,18 @@ class Transformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        """Xavier-uniform for every matrix (the authors'); with ``emb_init_std`` the token
+        embeddings are N(0, std^2) instead (std 1: comparable to the sinusoid positions,
+        whose entries have RMS 0.71, so the token survives the input LayerNorm at init)."""
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         with torch.no_grad():
             for stage in (self.enc_in, self.dec_in):
-                cast(Tensor, stage.emb.weight)[self.cfg.pad_id].zero_()
+                weight = cast(Tensor, stage.emb.weight)
+                if self.cfg.emb_init_std is not None:
+                    nn.init.normal_(weight, 0.0, self.cfg.emb_init_std)
+                weight[self.cfg.pad_id].zero_()
 
     @property
     def enc_layers(self) -> list[EncoderLayer]:

@@ -26,6 +26,7 @@ from archnet.distill.finish import machine
 from archnet.distill.trainer import progress_enabled
 from archnet.metrics.complexity import count_macs, count_params
 from archnet.metrics.topk import evaluate_topk
+from archnet.teacher.epoch_lines import EpochLines
 from archnet.teacher.module import TeacherModule
 from archnet.utils.io import save_json, save_torch
 
@@ -55,7 +56,7 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(trainer_kwargs, dict)
     trainer = pl.Trainer(**trainer_kwargs, max_epochs=cfg.train.epochs, logger=False,
-                         callbacks=[best] + ([RichProgressBar(leave=False)] if show else []),
+                         callbacks=[best, RichProgressBar(leave=False) if show else EpochLines()],
                          enable_progress_bar=show, enable_model_summary=False,
                          num_sanity_val_steps=0, default_root_dir=str(run_dir))
     start = time.perf_counter()

@@ -53,7 +53,7 @@ def check_run(run_dir: Path, n_stages: int = 5) -> dict:
     return metrics
 
 
-def test_transformer_e2e(tmp_path: Path, monkeypatch, compose_cfg) -> None:
+def test_transformer_e2e(tmp_path: Path, monkeypatch, compose_cfg, capsys) -> None:
     from archnet.cli.verify import run_verify
     from archnet.deploy.export_transformer import export_run
     from archnet.distill.runner import run_distill
@@ -61,8 +61,12 @@ def test_transformer_e2e(tmp_path: Path, monkeypatch, compose_cfg) -> None:
 
     monkeypatch.setenv("ARCHNET_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    teacher = run_teacher(compose_cfg("teacher", TINY + TEACHER), tmp_path / "teacher_run")["teacher"]
+    teacher = run_teacher(compose_cfg("teacher", TINY + TEACHER + ["train.epochs=2"]),
+                          tmp_path / "teacher_run")["teacher"]
     check_bleu(teacher)
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in printed] == ["1/2", "2/2"]  # no progress bar: one line per epoch
+    assert all("val/bleu" in ln and "train/loss" in ln for ln in printed)
     assert (tmp_path / "outputs" / "teachers" / "transformer_small_multi30k_ende_seed0.pt").is_file()
 
     cfg = compose_cfg("distill", TINY + STUDENT + ["data.targets=teacher"])  # label-free prefixes

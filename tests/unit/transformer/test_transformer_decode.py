@@ -93,3 +93,40 @@ def test_cached_decoding_equals_full(which: int) -> None:
         cached = fn(model, src, BOS, EOS, max_len=10, pad=PAD, use_cache=True, **kw)
         assert cached == fn(model, src, BOS, EOS, max_len=10, pad=PAD, use_cache=False, **kw)
     assert model.training is False
+
+
+class _RowCounter:
+    """Wraps a model; records how many rows each ``decode_step`` call decodes."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model, self.rows = model, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def decode_step(self, tokens: torch.Tensor, cache):
+        self.rows.append(tokens.shape[0])
+        return self.model.decode_step(tokens, cache)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_finished_sentences_leave_the_batch(beam: int) -> None:
+    """Ragged outputs: finished rows stop being decoded, and the result is unchanged."""
+    model = _sharpen(tiny_teacher(seed=1), 3.0)
+    with torch.no_grad():  # a louder EOS: some sentences end early, others run to max_len
+        model.prj.weight[EOS] *= 2.0
+    src = padded_batch(24, [6, 2, 9, 4, 3, 7], seed=7)
+    counter = _RowCounter(model)
+    if beam == 1:
+        got = greedy_decode(counter, src, BOS, EOS, max_len=20, pad=PAD)
+    else:
+        got = beam_search(counter, src, BOS, EOS, beam=beam, max_len=20, pad=PAD)
+    lengths = sorted(len(g) for g in got)
+    assert lengths[0] < lengths[-1], "fixture must give ragged outputs"
+    assert counter.rows[0] == 6 * beam and counter.rows[-1] < 6 * beam
+    assert counter.rows == sorted(counter.rows, reverse=True)
+    for i in range(src.shape[0]):  # unchanged: each sentence decoded on its own
+        row = src[i : i + 1, : int((src[i] != PAD).sum())]
+        alone = (greedy_decode(model, row, BOS, EOS, max_len=20, pad=PAD) if beam == 1 else
+                 beam_search(model, row, BOS, EOS, beam=beam, max_len=20, pad=PAD))
+        assert alone == got[i : i + 1]

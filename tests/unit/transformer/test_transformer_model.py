@@ -1,10 +1,11 @@
 """Teacher Transformer: tap order, early stop, no aliasing, masks."""
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny_transformer import padded_batch
 
-from archnet.models.transformer import Transformer
+from archnet.models.transformer import Transformer, TransformerConfig
 
 
 def test_tap_names_order_and_count(teacher: Transformer) -> None:
@@ -40,3 +41,18 @@ def test_forward_taps_stops_early(teacher: Transformer) -> None:
     assert not calls  # the decoder never ran
     out = teacher.forward_taps(src, tgt, upto=teacher.tap_index("dec.in"))
     assert list(out)[-1] == "dec.in" and calls
+
+
+@pytest.mark.parametrize("std", [None, 1.0])
+def test_embedding_init(std: float | None) -> None:
+    """Xavier by default (authors); ``emb_init_std`` draws N(0, std^2); the pad row is zero."""
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=4000, d_model=256, d_inner=64, n_enc=1, n_dec=1, n_head=4,
+                            emb_init_std=std)
+    model = Transformer(cfg)
+    for stage in (model.enc_in, model.dec_in):
+        w = stage.emb.weight.detach()
+        assert torch.count_nonzero(w[cfg.pad_id]) == 0
+        rows = torch.cat([w[: cfg.pad_id], w[cfg.pad_id + 1:]])
+        expected = std if std is not None else (2.0 / (4000 + 256)) ** 0.5  # Xavier-uniform std
+        assert rows.std().item() == pytest.approx(expected, rel=0.02)
