@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from archnet.distill import build
+from archnet.distill.trainer import progress_enabled
 from archnet.ops.quant import quant_config
 from archnet.search.board import Board
 from archnet.search.build import build_supernet
@@ -133,11 +134,14 @@ def run_search(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     opt = instantiate(OmegaConf.create(s.optimizer), params=[p for p in net.parameters() if p.requires_grad])
     sched = instantiate(OmegaConf.create(s.lr_scheduler), optimizer=opt, T_max=steps) if s.lr_scheduler else None
     opts = TrainOptions(steps, s.batch_size, s.warmup_samples // s.batch_size, s.quant_start_samples // s.batch_size,
-                        s.decay, s.feat_weight, s.kd_tau, s.board.score, s.board.cache_slice, s.log_every)
+                        s.decay, s.feat_weight, s.kd_tau, s.board.score, s.board.cache_slice, s.log_every,
+                        progress_enabled(cfg))
     logger = instantiate(cfg.logger, run_dir=run_dir, enabled=True)
     try:
         trainer = SupernetTrainer(net, teacher, sampler, data, board, matcher, opt, sched, opts, logger.log_metrics)
         summary = trainer.fit()
+        print(f"archnet-search: search done in {summary['wall_s'] / 60:.1f} min; scoring the board's "
+              f"{len(board)} paths and {s.select.random_paths} random ones on the probe slice", flush=True)
         start = time.perf_counter()
         best, candidates = select_path(net, teacher, data, sampler, [e.path for e in board], s.select.random_paths,
                                        s.select.recal_samples, s.batch_size)

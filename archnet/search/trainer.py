@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from archnet.models.taps import LOGITS
 from archnet.search.bn import batch_stats
@@ -45,6 +46,7 @@ class TrainOptions:
     score: str = "probe"
     cache_slice: int = 4
     log_every: int = 20
+    progress: bool = False   # a tqdm bar; otherwise one printed line per tenth of the steps
 
 
 class SupernetTrainer:
@@ -125,19 +127,34 @@ class SupernetTrainer:
                 BoardEntry(out["score"], self.sampler.cost(path), path, cache, own)))
         return out
 
+    def _report(self, bar, done: int, loss: float, start: float) -> None:
+        """Advance the bar, or print ``search step i/N ...`` at every tenth of the steps."""
+        best = self.board.best()
+        board = f"board {len(self.board)}, best {best.score:.1f}%" if best else "board empty"
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"loss {loss:.4g}, {board}", refresh=False)
+        elif done % max(1, self.opts.steps // 10) == 0 or done == self.opts.steps:
+            print(f"search step {done}/{self.opts.steps}: loss {loss:.4g}, {board} "
+                  f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+
     def fit(self) -> dict:
         o = self.opts
         start = time.perf_counter()
         batches = self.data.batches(o.batch_size)
         first_loss = last_loss = None
+        bar = tqdm(total=o.steps, desc="search", unit="step", dynamic_ncols=True) if o.progress else None
         for step in range(o.steps):
             out = self.step(step, next(batches))
             first_loss = out["loss"] if first_loss is None else first_loss
             last_loss = out["loss"]
+            self._report(bar, step + 1, out["loss"], start)
             if self.log is not None and ((step + 1) % o.log_every == 0 or step + 1 == o.steps):
                 best = self.board.best()
                 self.log({f"search/{k}": v for k, v in out.items()} | {
                     "search/lr": self.opt.param_groups[0]["lr"], "search/board_size": len(self.board),
                     "search/board_best": best.score if best else float("nan")}, step + 1)
+        if bar is not None:
+            bar.close()
         return {"steps": o.steps, "wall_s": time.perf_counter() - start, "first_loss": first_loss,
                 "last_loss": last_loss, "meta_updates": self.meta_updates, "board": self.board.summary()}

@@ -28,11 +28,14 @@ def run(args: list[str], root: Path, timeout: float = 240) -> subprocess.Complet
 
 def test_search_select_retrain_export(root: Path):
     search_dir = root / "search_run"
-    run([str(BIN / "archnet-search"), "experiment=search_demo", *QUIET, *DATA, *W4A4,
+    proc = run([str(BIN / "archnet-search"), "experiment=search_demo", *QUIET, *DATA, *W4A4,
          f"hydra.run.dir={search_dir}", "search.samples=640", "search.batch_size=32",
          "search.warmup_samples=160", "search.quant_start_samples=320", "search.board.probe_size=64",
          "search.matcher.update_every=5", "search.matcher.inner_batch=8",
          "search.select.random_paths=3", "search.select.recal_samples=64"], root)
+    steps = 640 // 32  # progress=false: one line per tenth of the steps, ending at the last
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("search step ")]
+    assert [ln.split(":")[0] for ln in lines] == [f"search step {k}/{steps}" for k in range(2, steps + 1, 2)]
     result = json.loads((search_dir / "search.json").read_text())
     lo, hi = result["budget_range"]
     assert len(result["search"]["board"]) == 4  # the board fills
@@ -40,6 +43,14 @@ def test_search_select_retrain_export(root: Path):
     selected = result["selected"]
     assert lo <= selected["cost"] == selected["macs"] <= hi
     assert {"topology.yaml", "student_init.pt", "supernet.pt", "retrain.sh"} <= {p.name for p in search_dir.iterdir()}
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "thinned_topology.py"
+    run([sys.executable, str(script), str(search_dir)], root)  # the equal-MACs uniform baseline
+    thinned = shlex.split((search_dir / "retrain_thinned.sh").read_text())
+    header = (search_dir / "thinned_topology.yaml").read_text().splitlines()[0]
+    thin_macs = int(header.split("macs ")[1].split(" ")[0].replace(",", ""))
+    assert abs(thin_macs - selected["macs"]) <= 0.03 * selected["macs"]
+    assert any(a.endswith("_thinned") and a.startswith("name=") for a in thinned)
 
     retrain = shlex.split((search_dir / "retrain.sh").read_text())
     assert retrain[0] == "archnet-distill"
