@@ -12,7 +12,7 @@ from torch import nn
 from archnet.data.base import ImageDataModule
 from archnet.distill.schedule import StageSpec
 from archnet.errors import ConfigError
-from archnet.models.taps import TappedChain
+from archnet.models.taps import LOGITS, TappedChain
 from archnet.ops.quant import quant_config
 
 
@@ -91,12 +91,21 @@ def build_student(cfg: DictConfig, teacher: TappedChain, input_shape: tuple[int,
 
 def build_adapters(cfg: DictConfig, teacher: TappedChain, student: TappedChain,
                    input_shape: tuple[int, int, int] | None) -> dict[str, nn.Module]:
-    """Training-only adapters per tap (``distill.adapters``: null for none)."""
+    """Training-only adapters per tap (``distill.adapters``: null for none).
+
+    With ``distill.adapters.taps: null`` and a schedule that names its taps
+    (``schedule.taps``), the adapters go on those taps (``stem`` and ``logits`` excepted):
+    a student whose inner taps differ from the teacher's (``student=searched``) is
+    supervised, and adapted, at its block outputs only."""
     spec = cfg.distill.get("adapters")
     if not spec:
         return {}
     factory = instantiate(spec, _partial_=True)
-    return factory(teacher=teacher, student=student, input_shape=_shape(input_shape))
+    kwargs = {}
+    schedule_taps = cfg.get("schedule", {}).get("taps")
+    if "taps" in spec and spec.taps is None and schedule_taps:
+        kwargs["taps"] = [t for t in schedule_taps if t not in ("stem", LOGITS)]
+    return factory(teacher=teacher, student=student, input_shape=_shape(input_shape), **kwargs)
 
 
 def build_schedule(cfg: DictConfig, tap_names: list[str]) -> list[StageSpec]:

@@ -42,3 +42,20 @@ def test_inline_list_and_option_override(teacher):
 def test_bad_topology_is_a_config_error(teacher, topology):
     with pytest.raises(ConfigError):
         searched_student(teacher, DOREFA, SHAPE, topology)
+
+
+def test_rfa_adapters_follow_the_schedule_taps(teacher):
+    """A thinned searched student's inner taps differ from the teacher's: with
+    ``distill.adapters.taps: null`` the adapters go on the schedule's block outputs only
+    (retrain.sh of a Tiny-ImageNet search failed here), and without ``schedule.taps`` the
+    shape mismatch is still reported."""
+    from archnet.distill.build import build_adapters
+
+    student = searched_student(teacher, DOREFA, SHAPE, [{"n_units": 2, "width": 0.5, "shortcut": True}] * 3,
+                               divisor=4)
+    outs = [f"{n}.out" for n in teacher.block_names]
+    rfa = {"_target_": "archnet.distill.adapters.rfa_adapters", "squeeze": 24, "taps": None}
+    cfg = OmegaConf.create({"distill": {"adapters": rfa}, "schedule": {"taps": ["stem", *outs]}})
+    assert sorted(build_adapters(cfg, teacher, student, SHAPE)) == sorted(outs)
+    with pytest.raises(ValueError, match="equal C x H x W"):
+        build_adapters(OmegaConf.create({"distill": {"adapters": rfa}, "schedule": {}}), teacher, student, SHAPE)
