@@ -127,7 +127,7 @@ class SupernetTrainer:
                 BoardEntry(out["score"], self.sampler.cost(path), path, cache, own)))
         return out
 
-    def _report(self, bar, done: int, loss: float, start: float) -> None:
+    def _report(self, bar: tqdm | None, done: int, loss: float, start: float) -> None:
         """Advance the bar, or print ``search step i/N ...`` at every tenth of the steps."""
         best = self.board.best()
         board = f"board {len(self.board)}, best {best.score:.1f}%" if best else "board empty"
