@@ -18,10 +18,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from archnet.distill import build
-from archnet.ops.quant import quant_config
-from archnet.search.build import build_supernet
 from archnet.search.cost import CostModel
-from archnet.search.runner import search_section
+from archnet.search.runner import search_section, supernet_from_config
 from archnet.search.thin import thinned_topology, topology_cost
 
 
@@ -41,9 +39,7 @@ def main() -> None:
     dm = build.build_data(cfg, s.batch_size)
     teacher = build.build_teacher(cfg, load=False)
     space = s.space
-    net = build_supernet(teacher, quant_config(cfg.quant), dm.input_shape, space.n_units, space.widths,
-                         space.shortcut, space.divisor, space.max_in_channels, space.stem, space.head,
-                         init_from_teacher=False)
+    net = supernet_from_config(cfg, teacher, dm.input_shape)
     model = CostModel(net, dm.input_shape)
     check = topology_cost(model, selected["topology"]["blocks"])
     if check.get(args.metric) != selected[args.metric]:

@@ -44,12 +44,17 @@ def search_section(cfg: DictConfig) -> SearchSection:
     return check_node(resolved, "search", SearchSection)
 
 
+def supernet_from_config(cfg: DictConfig, teacher: torch.nn.Module, input_shape: tuple[int, int, int]):
+    """The supernet of ``search.space`` and ``quant`` for ``teacher``."""
+    space = search_section(cfg).space
+    return build_supernet(teacher, quant_config(cfg.quant), input_shape, space.n_units, space.widths,
+                          space.shortcut, space.divisor, space.max_in_channels, space.stem, space.head)
+
+
 def make_supernet(cfg: DictConfig, teacher: torch.nn.Module, input_shape: tuple[int, int, int]):
     """``(supernet, cost model, sampler, budget, (lo, hi))`` from the composed config."""
     s = search_section(cfg)
-    space = s.space
-    net = build_supernet(teacher, quant_config(cfg.quant), input_shape, space.n_units, space.widths,
-                         space.shortcut, space.divisor, space.max_in_channels, space.stem, space.head)
+    net = supernet_from_config(cfg, teacher, input_shape)
     model = CostModel(net, input_shape)
     budget = Budget(s.budget.min, s.budget.max, s.budget.unit, s.budget.metric, s.budget.name)
     sampler = feasible_sampler(model, budget, teacher, input_shape, seed=cfg.seed)

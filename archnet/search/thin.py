@@ -36,15 +36,6 @@ class Thinned:
                 "blocks": {name: dict(entry) for name in block_names}}
 
 
-def uniform_cost(model: CostModel, n_units: int, width: float, shortcut: bool) -> Cost:
-    """``fixed + sum_b cost_b`` of the same ``(n_units, width, shortcut)`` in every block."""
-    total = model.fixed
-    for block in model.space.blocks:
-        m = round_width(width, block.sig.cout, model.space.divisor)
-        total += model.choice_cost(block, Choice(n_units, width, m, shortcut))
-    return total
-
-
 def topology_cost(model: CostModel, blocks: Mapping[str, Mapping] | Sequence[Mapping]) -> Cost:
     """Exact cost of a per-block ``{n_units, width, shortcut}`` topology under ``model``."""
     names = [b.sig.name for b in model.space.blocks]
@@ -56,6 +47,12 @@ def topology_cost(model: CostModel, blocks: Mapping[str, Mapping] | Sequence[Map
         m = round_width(float(e["width"]), block.sig.cout, model.space.divisor)
         total += model.choice_cost(block, Choice(int(e["n_units"]), float(e["width"]), m, bool(e["shortcut"])))
     return total
+
+
+def uniform_cost(model: CostModel, n_units: int, width: float, shortcut: bool) -> Cost:
+    """``fixed + sum_b cost_b`` of the same ``(n_units, width, shortcut)`` in every block."""
+    entry = {"n_units": n_units, "width": width, "shortcut": shortcut}
+    return topology_cost(model, [entry] * len(model.space.blocks))
 
 
 def thinned_topology(model: CostModel, target: int, metric: str = "macs", rel_tol: float = 0.03,

@@ -127,9 +127,8 @@ class SupernetTrainer:
                 BoardEntry(out["score"], self.sampler.cost(path), path, cache, own)))
         return out
 
-    def _report(self, bar: tqdm | None, done: int, loss: float, start: float) -> None:
+    def _report(self, bar: tqdm | None, done: int, loss: float, best: BoardEntry | None, start: float) -> None:
         """Advance the bar, or print ``search step i/N ...`` at every tenth of the steps."""
-        best = self.board.best()
         board = f"board {len(self.board)}, best {best.score:.1f}%" if best else "board empty"
         if bar is not None:
             bar.update(1)
@@ -148,9 +147,9 @@ class SupernetTrainer:
             out = self.step(step, next(batches))
             first_loss = out["loss"] if first_loss is None else first_loss
             last_loss = out["loss"]
-            self._report(bar, step + 1, out["loss"], start)
+            best = self.board.best()
+            self._report(bar, step + 1, out["loss"], best, start)
             if self.log is not None and ((step + 1) % o.log_every == 0 or step + 1 == o.steps):
-                best = self.board.best()
                 self.log({f"search/{k}": v for k, v in out.items()} | {
                     "search/lr": self.opt.param_groups[0]["lr"], "search/board_size": len(self.board),
                     "search/board_best": best.score if best else float("nan")}, step + 1)
