@@ -20,6 +20,7 @@ from archnet.cli.app import CONF_DIR
 from archnet.models.resnet import tiny_resnet
 
 # (id, arguments, key, value): the error line must contain "<key>=" and the value
+RAW_MULTI30K = "@RAW_MULTI30K@"  # replaced by a folder with the two raw train files (no shared data needed)
 CASES = [
     ("unknown_group_option", ["data=nope"], "data", "nope"),
     ("unknown_experiment", ["experiment=nope"], "experiment", "nope"),
@@ -42,7 +43,8 @@ CASES = [
     ("missing_teacher_checkpoint", ["teacher.checkpoint=/nonexistent.pt"],
      "teacher.checkpoint", "/nonexistent.pt"),
     ("zero_training_images", ["data.module.n_train=0"], "data.module.n_train", "0"),
-    ("teacher_and_data_do_not_fit", ["data=multi30k_deen"], "data.num_classes", "None"),
+    ("teacher_and_data_do_not_fit", ["data=multi30k_deen", f"data.module.data_dir={RAW_MULTI30K}"],
+     "data.num_classes", "None"),
 ]
 SUBPROCESS_DEFAULT = {"unknown_group_option", "negative_budget", "missing_teacher_checkpoint"}
 
@@ -101,16 +103,32 @@ def subprocess_runner(h, root: Path):
     return run
 
 
+@pytest.fixture(scope="module")
+def raw_multi30k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Multi30k folder as far as validation looks: ``train.{en,de}.gz`` present."""
+    import gzip
+
+    folder = tmp_path_factory.mktemp("multi30k_raw")
+    for lang in ("en", "de"):
+        with gzip.open(folder / f"train.{lang}.gz", "wt") as f:
+            f.write("a\n")
+    return folder
+
+
+def with_raw_multi30k(args: list[str], folder: Path) -> list[str]:
+    return [a.replace(RAW_MULTI30K, str(folder)) for a in args]
+
+
 @pytest.mark.parametrize("args, key, value", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_distill_bad_input(root, in_process, args, key, value):
-    check(in_process, root, "distill", args, key, value)
+def test_distill_bad_input(root, in_process, raw_multi30k, args, key, value):
+    check(in_process, root, "distill", with_raw_multi30k(args, raw_multi30k), key, value)
 
 
 @pytest.mark.parametrize("args, key, value", [
     pytest.param(*c[1:], id=c[0], marks=() if c[0] in SUBPROCESS_DEFAULT else pytest.mark.slow)
     for c in CASES])
-def test_distill_bad_input_subprocess(root, h, args, key, value):
-    check(subprocess_runner(h, root), root, "distill", args, key, value)
+def test_distill_bad_input_subprocess(root, h, raw_multi30k, args, key, value):
+    check(subprocess_runner(h, root), root, "distill", with_raw_multi30k(args, raw_multi30k), key, value)
 
 
 def test_teacher_bad_input(root, h):
