@@ -123,6 +123,13 @@ def make_activation(cfg: TensorQuantConfig) -> nn.Module:
     raise ConfigError("quant.act.method", cfg.method, ACT_METHODS)
 
 
+def activation_scale(cfg: TensorQuantConfig) -> float:
+    """``a`` with ``act(x) ~= a * relu(x)`` inside the representable range: the fixed-range
+    quantizer outputs ``clip(m x, 0, 1)`` (``a = m``, reference 4.1); LSQ and ReLU keep the
+    input's units (``a = 1``). ``act(x) / a`` is an activation in the units of the BN output."""
+    return cfg.act_multiplier if (not cfg.is_float and cfg.method == "fixed") else 1.0
+
+
 def head_weight_config(cfg: QuantConfig) -> TensorQuantConfig:
     """The classifier's weight quantization: the weight method at ``head_weight_bits``."""
     w = cfg.weight

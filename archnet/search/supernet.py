@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from archnet.models.student import ArchBlock, ArchNetStudent, Head
 from archnet.models.taps import LOGITS
-from archnet.ops.quant import QuantConfig, head_weight_config, make_weight_quantizer
+from archnet.ops.quant import QuantConfig, activation_scale, head_weight_config, make_weight_quantizer
 from archnet.ops.units import ConcatMerge, ConvUnit
 from archnet.search.slim import SlimUnit, float_config
 from archnet.search.space import BlockSpace, Choice, Path, SearchSpace, Signature
@@ -174,6 +174,12 @@ class SuperNet(nn.Module):
     @property
     def quantize(self) -> bool:
         return self.head.quantize
+
+    @property
+    def tap_scale(self) -> float:
+        """``a`` in ``tap ~= a * (BN output)`` for every unit's tap: the activation scale of
+        ``quant.act`` while fake-quantized, 1 while float."""
+        return activation_scale(self.quant.act) if self.quantize else 1.0
 
     def forward_stem(self, x: Tensor) -> Tensor:
         for m in self.stem:

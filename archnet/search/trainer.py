@@ -112,7 +112,8 @@ class SupernetTrainer:
             z_peer = self.logits(peer.path, x)
         net.train()
         s_taps = net.forward_taps(x, path)
-        loss, parts = search_loss(s_taps, t_taps, self.features, z_peer, rho, o.decay, o.feat_weight, o.kd_tau)
+        loss, parts = search_loss(s_taps, t_taps, self.features, z_peer, rho, o.decay, o.feat_weight, o.kd_tau,
+                                  net.tap_scale)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

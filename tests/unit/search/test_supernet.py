@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from search_helpers import DOREFA, FLOAT, LSQ, SHAPE, random_paths
 from torch import nn
 
@@ -95,3 +96,42 @@ def test_exported_student_passes_the_archnet_profile(teacher, tmp_path):
     net = trained(teacher, DOREFA)
     out = export_student(net.export(net.space.largest()).eval(), tmp_path, torch.randn(2, *SHAPE), "archnet", DOREFA)
     assert out["verdict"] == "pass", out["violations"]
+
+
+@pytest.mark.parametrize("quant,scale", [(FLOAT, 1.0), (DOREFA, 0.1), (LSQ, 1.0)], ids=["fp32", "dorefa_fixed", "lsq"])
+def test_tap_scale_puts_quantized_taps_in_bn_units(teacher, quant, scale):
+    """A fixed-range unit outputs round(clip(0.1 y, 0, 1) M) / M, so tap / tap_scale is
+    relu(y) to within half a grid step (10 / (2 M) BN units) inside the range [0, 10]; LSQ
+    keeps the BN units (its grid step alpha)."""
+    net = trained(teacher, quant)
+    assert net.tap_scale == pytest.approx(scale)
+    net.set_quantize(False)
+    assert net.tap_scale == 1.0
+    net.set_quantize(not quant.is_float)
+    unit = net.stem[0]
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        tap = unit(x, "full")
+        w = unit.wq["full"](unit.weight) if net.quantize else unit.weight
+        y = F.relu(unit.bn["full"](F.conv2d(x, w, None, unit.stride, 1)))
+    levels = 2**quant.act.bits - 1
+    if quant is LSQ:
+        step = float(unit.act["full"].alpha.detach().abs().max())
+    else:
+        step = 1.0 / (scale * levels) if net.quantize else 0.0
+    inside = y < (levels * step if net.quantize else float("inf"))
+    assert inside.float().mean() > 0.9
+    err = (tap / net.tap_scale - y)[inside].abs().max()
+    assert float(err) <= 0.5 * step + 1e-5
+
+
+def test_search_loss_compares_features_in_bn_units():
+    from archnet.search.loss import search_loss
+
+    torch.manual_seed(0)
+    t = {"stem": torch.rand(4, 8, 5, 5) * 5, "logits": torch.randn(4, 10)}
+    s = {"stem": 0.1 * t["stem"], "logits": t["logits"].clone()}
+    _, scaled = search_loss(s, t, ["stem"], feature_scale=0.1)
+    _, raw = search_loss(s, t, ["stem"])
+    assert scaled["feature"] == pytest.approx(0.0, abs=1e-10)
+    assert raw["feature"] == pytest.approx(float((0.9 * t["stem"]).square().mean()), rel=1e-5)
