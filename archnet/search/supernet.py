@@ -171,6 +171,18 @@ class SuperNet(nn.Module):
             if isinstance(m, (SlimUnit, SuperHead)):
                 m.quantize = bool(on)
 
+    @torch.no_grad()
+    def start_quantization(self) -> None:
+        """Turn fake quantization on and fold the activation scale ``a`` into the head,
+        ``W <- W / a``: the last unit's outputs become ``a`` times their float values
+        (:attr:`tap_scale`; 0.1 for fixed-range activations), so without the fold the logits
+        would shrink ``1/a``-fold and the KD terms would see near-uniform student outputs.
+        The head has no BN to absorb the scale; every other unit has one. No-op when on."""
+        if self.quantize:
+            return
+        self.set_quantize(True)
+        self.head.weight.div_(self.tap_scale)
+
     @property
     def quantize(self) -> bool:
         return self.head.quantize

@@ -6,7 +6,8 @@ after warm-up and once the board holds entries, pick a peer and ``rho`` with the
 logits on the batch (no grad, batch statistics); minimise :func:`search_loss` for the path;
 then score the path label-free (top-1 agreement with the teacher on the probe slice, or on
 the batch) and offer it to the board with its own cached outputs. Fake quantization is on
-from ``quant_start_step``. Auxiliary forwards never move BN running statistics
+from ``quant_start_step`` (:meth:`~archnet.search.supernet.SuperNet.start_quantization`,
+which keeps the logit scale). Auxiliary forwards never move BN running statistics
 (:func:`~archnet.search.bn.batch_stats`).
 """
 from __future__ import annotations
@@ -97,7 +98,7 @@ class SupernetTrainer:
     def step(self, step: int, x: Tensor) -> dict[str, float]:
         o, net = self.opts, self.net
         if step == o.quant_start_step:
-            net.set_quantize(True)
+            net.start_quantization()
         path = self.sampler.sample()
         with torch.no_grad():
             t_taps = self.teacher.forward_taps(x)

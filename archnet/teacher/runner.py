@@ -53,10 +53,11 @@ def run_teacher(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="max",
                            filename="best", save_top_k=1, enable_version_counter=False)
     show = progress_enabled(cfg)
+    extra = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(trainer_kwargs, dict)
     trainer = pl.Trainer(**trainer_kwargs, max_epochs=cfg.train.epochs, logger=False,
-                         callbacks=[best, RichProgressBar(leave=False) if show else EpochLines()],
+                         callbacks=[best, RichProgressBar(leave=False) if show else EpochLines(), *extra],
                          enable_progress_bar=show, enable_model_summary=False,
                          num_sanity_val_steps=0, default_root_dir=str(run_dir))
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 fake-quant; exported students are Arch-Net-only and pass the ``archnet`` profile."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +137,23 @@ def test_search_loss_compares_features_in_bn_units():
     _, raw = search_loss(s, t, ["stem"])
     assert scaled["feature"] == pytest.approx(0.0, abs=1e-10)
     assert raw["feature"] == pytest.approx(float((0.9 * t["stem"]).square().mean()), rel=1e-5)
+
+
+def test_start_quantization_keeps_the_logit_scale(teacher):
+    """Fixed-range units output 0.1x their float values; folding 1/0.1 into the head keeps the
+    logits' spread (batch statistics, so BN absorbs the weight quantization everywhere else)."""
+    net = trained(teacher, DOREFA).train()
+    net.set_quantize(False)  # the float phase of a search
+    x, path = torch.randn(32, *SHAPE), net.space.largest()
+    plain = copy.deepcopy(net)
+    with torch.no_grad():
+        z_float = net(x, path)
+        plain.set_quantize(True)
+        net.start_quantization()
+        net.start_quantization()  # idempotent: the fold happens once
+        ratio_plain = float(plain(x, path).std() / z_float.std())
+        ratio_fold = float(net(x, path).std() / z_float.std())
+    assert net.tap_scale == pytest.approx(0.1)
+    assert torch.allclose(net.head.weight, plain.head.weight / 0.1)
+    assert ratio_plain < 0.3
+    assert 0.5 < ratio_fold < 2.0
