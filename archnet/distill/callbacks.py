@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import torch
 
 
 class FailAtStep(pl.Callback):
@@ -30,8 +31,6 @@ class ChannelsLast(pl.Callback):
     """
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
-
         pl_module.to(memory_format=torch.channels_last)
         teacher = getattr(pl_module, "teacher", None)
         if isinstance(teacher, torch.nn.Module):
