@@ -1,5 +1,6 @@
 # Architecture search (issue 6): Cream-style prioritized-path search over Arch-Net student
 # topologies, one run per MACs budget, each followed by the retraining its run wrote.
+# SEARCH_BUDGETS=r100_shortcut: the 1.0x search restricted to shortcut-everywhere paths.
 SEARCH_BUDGETS ?= r100 r75 r50
 
 # Per budget: search, retrain the selected path, then the uniformly thinned student of the

@@ -81,6 +81,13 @@ class WandbRunLogger(RunLogger):
             self._run.summary.update(summary)
 
     def finish(self) -> None:
+        """Finish the run and shut the W&B service down (``wandb.teardown``): ``run.finish``
+        can return before the service has written the last records of the offline
+        ``.wandb`` log (seen under load), and the ``atexit`` teardown is not reliable in
+        processes started by ``multiprocessing`` (DDP ranks). The log is complete on return."""
         if self._run is not None:
+            import wandb
+
             self._run.finish()
             self._run = None
+            wandb.teardown()
