@@ -57,6 +57,13 @@ tiny-imagenet-resnet18: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 family: teacher 
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_$$bits || exit 1; \
 	done
 
+tiny-imagenet-resnet18-calibrated: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 students in BN units with calibrated activation ranges (docs/results.md; ~1.5 h of one CPU core, est.)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	for bits in 2w4a 4w4a 8w8a; do \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_$${bits}_calibrated || exit 1; \
+	done
+
 tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
 	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34
@@ -96,6 +103,7 @@ tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-200 MobileNetV2 family: te
 	reproduce-imagenet-mobilenet_v2-fp32 \
 	reproduce-imagenet-mobilenet_v2-2w4a \
 	tiny-imagenet-resnet18 \
+	tiny-imagenet-resnet18-calibrated \
 	tiny-imagenet-resnet34 \
 	tiny-imagenet-resnet50 \
 	tiny-imagenet-mobilenet_v1 \

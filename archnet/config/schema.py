@@ -36,6 +36,7 @@ class DistillSection:
     mixup: Any = None  # {p, alpha}: the paper's batch mixup (archnet.distill.mixup)
     stage_files: str = "all"  # all | last: keep every stage's weights, or the newest only
     limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
+    feature_units: str = "raw"  # raw | bn (checked by archnet.distill.build.feature_scale)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
@@ -164,11 +165,12 @@ def validate_teacher(cfg: DictConfig) -> None:
 
 def validate_distill(cfg: DictConfig) -> None:
     """Everything that can be checked without data: sections, quant, schedule, checkpoint."""
-    from archnet.distill.build import build_schedule
+    from archnet.distill.build import build_schedule, feature_scale
 
     validate_common(cfg)
     check_node(cfg, "distill", DistillSection)
     check_node(cfg, "quant", QuantSection)
+    feature_scale(cfg)
     teacher = meta_teacher(cfg)
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)

@@ -114,12 +114,34 @@ def build_schedule(cfg: DictConfig, tap_names: list[str]) -> list[StageSpec]:
     return instantiate(node, tap_names=tap_names, _convert_="all", _recursive_=False)
 
 
+FEATURE_UNITS = ("raw", "bn")
+
+
+def feature_scale(cfg: DictConfig) -> float:
+    """``a`` the student's feature taps are divided by (``distill.feature_units``): ``raw`` 1
+    (the authors'), ``bn`` the activation quantizer's scale (0.1 for fixed-range, else 1).
+    Only image tasks rescale: ``bn`` with another ``data.task`` and ``a != 1`` is an error."""
+    from archnet.errors import ConfigError
+    from archnet.ops.quant import activation_scale
+
+    units = cfg.distill.get("feature_units", "raw")
+    if units not in FEATURE_UNITS:
+        raise ConfigError("distill.feature_units", units, FEATURE_UNITS)
+    scale = activation_scale(quant_config(cfg.quant).act) if units == "bn" else 1.0
+    task = cfg.data.get("task")
+    if scale != 1.0 and task:
+        raise ConfigError("distill.feature_units", units,
+                          f"raw with data.task {task.get('_target_')} (bn rescales image taps only)")
+    return scale
+
+
 def build_task(cfg: DictConfig, dm: Any) -> Any:
     """The distillation task of the data (``data.task``; images by default)."""
     from archnet.distill.tasks import image_task
 
+    scale = feature_scale(cfg)
     node = cfg.data.get("task")
-    return instantiate(node, _partial_=True)(dm=dm) if node else image_task(dm)
+    return instantiate(node, _partial_=True)(dm=dm) if node else image_task(dm, feature_scale=scale)
 
 
 def check_tap_pairs(stages: list[StageSpec], teacher: Any, student: Any,

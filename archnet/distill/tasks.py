@@ -15,18 +15,28 @@ from torch import Tensor
 
 from archnet.distill.losses import LOSSES
 from archnet.distill.schedule import LossTerm
+from archnet.models.taps import LOGITS
 
 Adapt = Callable[[str, Tensor, Tensor], Tensor]
 
 
 class ImageTask:
-    """Images in, logits out: ``inputs = (preprocess(x),)``; labels are never read."""
+    """Images in, logits out: ``inputs = (preprocess(x),)``; labels are never read.
+
+    ``feature_scale`` ``a`` divides the student's feature taps (not the logits) before the
+    adapter and the loss: ``s / a``. ``a = 1`` compares them as they are (the authors');
+    ``a = 0.1`` puts fixed-range quantizer outputs ``clip(0.1 x, 0, 1)`` back into the BN
+    units of the teacher's features (``distill.feature_units=bn``).
+    """
 
     collate_fn = None  # default collation
 
     def __init__(self, preprocess: Callable[[Tensor], Tensor],
-                 augment: Callable[[Tensor, int], Tensor] | None = None) -> None:
-        self.preprocess, self.augment = preprocess, augment
+                 augment: Callable[[Tensor, int], Tensor] | None = None,
+                 feature_scale: float = 1.0) -> None:
+        if not feature_scale > 0:
+            raise ValueError(f"feature_scale must be > 0, got {feature_scale}")
+        self.preprocess, self.augment, self.feature_scale = preprocess, augment, feature_scale
 
     def train_dataset(self, dm: Any) -> Any:
         """The label-free distillation pool: images only."""
@@ -54,11 +64,13 @@ class ImageTask:
 
     def loss(self, terms: Sequence[LossTerm], s_taps: dict[str, Tensor], t_taps: dict[str, Tensor],
              inputs: Sequence[Tensor], adapt: Adapt) -> tuple[Tensor, dict[str, Tensor]]:
-        """``sum_j w_j * loss_j(adapt_j(s_j, t_j), t_j)``."""
+        """``sum_j w_j * loss_j(adapt_j(s_j / a, t_j), t_j)`` (``a`` = 1 for the logits)."""
         total = inputs[0].new_zeros(())
         parts: dict[str, Tensor] = {}
         for term in terms:
             s, t = s_taps[term.tap], t_taps[term.tap]
+            if term.tap != LOGITS and self.feature_scale != 1.0:
+                s = s / self.feature_scale
             value = LOSSES[term.loss](adapt(term.tap, s, t), t)
             parts[f"{term.loss}/{term.tap}"] = value.detach()
             total = total + term.weight * value
@@ -93,6 +105,7 @@ class ImageTask:
         return float(same), student_logits.shape[0]
 
 
-def image_task(dm: Any, augment: Callable[[Tensor, int], Tensor] | None = None) -> ImageTask:
+def image_task(dm: Any, augment: Callable[[Tensor, int], Tensor] | None = None,
+               feature_scale: float = 1.0) -> ImageTask:
     """``data.task`` factory for image data modules."""
-    return ImageTask(dm.preprocess, augment)
+    return ImageTask(dm.preprocess, augment, feature_scale)
