@@ -57,7 +57,7 @@ tiny-imagenet-resnet18: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 family: teacher 
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_$$bits || exit 1; \
 	done
 
-tiny-imagenet-resnet18-calibrated: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 students in BN units with calibrated activation ranges (docs/results.md; ~1.5 h of one CPU core, est.)
+tiny-imagenet-resnet18-calibrated: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 students in BN units with calibrated activation ranges (docs/results.md; ~1.1 h of one CPU core once the teacher exists, est.)
 	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	for bits in 2w4a 4w4a 8w8a; do \

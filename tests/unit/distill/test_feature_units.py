@@ -65,7 +65,8 @@ FLOAT = {"method": "none", "bits": 32}
 
 
 @pytest.mark.parametrize("units, act, expected", [
-    ("raw", FIXED, 1.0), ("bn", FIXED, 0.1), ("bn", LSQ, 1.0), ("bn", FLOAT, 1.0), ("raw", LSQ, 1.0),
+    ("raw", FIXED, 1.0), ("bn", FIXED, 0.1), ("bn", {**FIXED, "act_multiplier": 0.4}, 0.4),
+    ("bn", LSQ, 1.0), ("bn", FLOAT, 1.0), ("raw", LSQ, 1.0),
 ])
 def test_feature_scale_from_the_config(units, act, expected):
     assert feature_scale(_cfg(units, act)) == pytest.approx(expected)
