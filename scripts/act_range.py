@@ -51,16 +51,13 @@ def main() -> None:
     print(f"{len(x)} held-out training images, {args.bits}-bit activations\n")
     print("| tap | " + " | ".join(f"m={m}" for m in ms) + " | p99 |")
     print("|---|" + "---|" * (len(ms) + 1))
-    errors = {m: [] for m in ms}
-    for name, t in taps.items():
-        row = [relative_error(t, args.bits, m) for m in ms]
-        for m, e in zip(ms, row):
-            errors[m].append(e)
-        p99 = torch.quantile(t.relu().flatten()[:100_000], 0.99)
+    rows = {name: [relative_error(t, args.bits, m) for m in ms] for name, t in taps.items()}
+    for name, row in rows.items():
+        p99 = torch.quantile(taps[name].relu().flatten()[:100_000], 0.99)
         print(f"| {name} | " + " | ".join(f"{e:.4f}" for e in row) + f" | {p99:.2f} |")
-    means = {m: sum(v) / len(v) for m, v in errors.items()}
-    print("| **mean** | " + " | ".join(f"**{means[m]:.4f}**" for m in ms) + " | |")
-    print(f"\nlowest mean error: act_multiplier={min(means, key=means.get)}")
+    means = [sum(column) / len(column) for column in zip(*rows.values())]
+    print("| **mean** | " + " | ".join(f"**{e:.4f}**" for e in means) + " | |")
+    print(f"\nlowest mean error: act_multiplier={ms[means.index(min(means))]}")
 
 
 if __name__ == "__main__":
