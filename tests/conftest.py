@@ -54,6 +54,20 @@ def compose_cfg() -> Callable:
     return compose
 
 
+@pytest.fixture(scope="session")
+def script_module() -> Callable:
+    """``load(name)`` imports ``scripts/<name>.py`` as a module (the scripts are no package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def teacher_path(root: Path, seed: int = 0) -> Path:
     return Path(root) / "outputs" / "teachers" / TEACHER_NAME.format(seed=seed)
 

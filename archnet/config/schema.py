@@ -37,6 +37,7 @@ class DistillSection:
     stage_files: str = "all"  # all | last: keep every stage's weights, or the newest only
     limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
     feature_units: str = "raw"  # raw | bn (checked by archnet.distill.build.feature_scale)
+    calibrate_images: int = 0  # merge calibration (checked by archnet.distill.build.check_calibration)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
@@ -165,12 +166,13 @@ def validate_teacher(cfg: DictConfig) -> None:
 
 def validate_distill(cfg: DictConfig) -> None:
     """Everything that can be checked without data: sections, quant, schedule, checkpoint."""
-    from archnet.distill.build import build_schedule, feature_scale
+    from archnet.distill.build import build_schedule, check_calibration, feature_scale
 
     validate_common(cfg)
     check_node(cfg, "distill", DistillSection)
     check_node(cfg, "quant", QuantSection)
     feature_scale(cfg)
     teacher = meta_teacher(cfg)
+    check_calibration(cfg, teacher)
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)

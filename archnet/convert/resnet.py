@@ -13,18 +13,23 @@
 * ``r50_layer2_bug`` (off by default) reproduces the authors' ResNet50 layer2: the block
   output is the conv3 unit and no merge or shortcut is built (the authors' dead parameters
   are omitted, so nothing is left without a gradient);
-* GAP + FC -> :class:`Head` (``flatten`` by default; ``gap`` as the authors' code).
+* GAP + FC -> :class:`Head` (``flatten`` by default; ``gap`` as the authors' code);
+* ``init_preadd_shift=k > 0`` (needs ``init_merge_as_add``): the signed pre-add tensors keep
+  ``k`` standard deviations below their mean through the unsigned activations
+  (:func:`archnet.convert.calibrate.shift_preadd`).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from archnet.convert.calibrate import shift_preadd
 from archnet.convert.weights import init_merge_as_add, load_bn, load_conv_as_3x3
+from archnet.errors import ConfigError
 from archnet.models.resnet import BasicBlock, Bottleneck, ResNet
 from archnet.models.student import ArchBlock, ArchNetStudent, Head
 from archnet.models.taps import tap_shapes
-from archnet.ops.quant import QuantConfig, head_weight_config, make_weight_quantizer
+from archnet.ops.quant import QuantConfig, activation_scale, head_weight_config, make_weight_quantizer
 from archnet.ops.units import ConcatMerge, ConvUnit
 
 
@@ -133,9 +138,12 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                    init_from_teacher: bool = True, center_fill: float = 0.0,
                    max_in_channels: int = 512, init_merge_as_add: bool = False,
                    init_head_from_teacher: bool = True, init_split_from_teacher: bool = False,
-                   r50_layer2_bug: bool = False) -> ArchNetStudent:
+                   r50_layer2_bug: bool = False, init_preadd_shift: float = 0.0) -> ArchNetStudent:
     """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
     quant = quant or QuantConfig()
+    if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (init_merge_as_add and init_from_teacher)):
+        raise ConfigError("student.init_preadd_shift", init_preadd_shift,
+                          "0, or > 0 with student.init_merge_as_add=true and init_from_teacher=true")
     stem = convert_stem(teacher, quant, init_from_teacher)
     blocks = [(name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
                                    init_merge_as_add, init_split_from_teacher,
@@ -147,6 +155,10 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                         quant.logit_clip)
     if init_from_teacher and init_head_from_teacher:
         student_head.load_from_gap_fc(teacher.fc)
+    if init_preadd_shift > 0:
+        for _, block in blocks:
+            if block.merge is not None:
+                shift_preadd(block, init_preadd_shift, activation_scale(quant.act))
     return ArchNetStudent(stem, blocks, student_head)
 
 

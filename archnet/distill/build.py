@@ -135,6 +135,43 @@ def feature_scale(cfg: DictConfig) -> float:
     return scale
 
 
+def check_calibration(cfg: DictConfig, teacher: nn.Module) -> int:
+    """Validate ``student.init_preadd_shift`` (>= 0; > 0 needs ``student.init_merge_as_add``) and
+    ``distill.calibrate_images`` (0: off; > 0 needs a ResNet teacher and concat merges that
+    start as adds, :mod:`archnet.convert.calibrate`); returns the number of images."""
+    from archnet.models.resnet import ResNet
+
+    as_add = bool(cfg.student.get("init_merge_as_add"))
+    shift = cfg.student.get("init_preadd_shift", 0.0)
+    if not isinstance(shift, (int, float)) or isinstance(shift, bool) or shift < 0 or (shift > 0 and not as_add):
+        raise ConfigError("student.init_preadd_shift", shift,
+                          "0, or a number > 0 with student.init_merge_as_add=true")
+    n = cfg.distill.get("calibrate_images", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigError("distill.calibrate_images", n, "an integer >= 0")
+    if n and not (isinstance(teacher, ResNet) and as_add):
+        raise ConfigError("distill.calibrate_images", n,
+                          "0 unless the teacher is a ResNet and student.init_merge_as_add=true")
+    return n
+
+
+@torch.no_grad()
+def calibrate_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: Any,
+                      task: Any) -> list[float]:
+    """Fit the student's BNs to the teacher on ``distill.calibrate_images`` training images (a
+    seeded draw from the label-free pool, the same on every rank); returns the per-block
+    relative error of the merge pre-activations (empty when off)."""
+    from archnet.convert.calibrate import calibrate_student as calibrate
+
+    n = check_calibration(cfg, teacher)
+    if not n:
+        return []
+    pool = task.train_dataset(dm)
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))
+    x = torch.stack([pool[int(i)] for i in order[:n]])
+    return calibrate(student, teacher, task.eval_inputs(x)[0])
+
+
 def build_task(cfg: DictConfig, dm: Any) -> Any:
     """The distillation task of the data (``data.task``; images by default)."""
     from archnet.distill.tasks import image_task

@@ -1,7 +1,8 @@
 """``run_distill(cfg, run_dir)``: convert, then one ``Trainer.fit`` per stage, then evaluate.
 
 Config keys read: ``seed``, ``data``, ``teacher``, ``student``, ``quant``, ``schedule``,
-``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers}``,
+``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers,
+calibrate_images}``,
 ``trainer``, ``logger``, ``callbacks``, ``progress``. Stages marked DONE are skipped (their
 weights reloaded); an unfinished stage resumes from its ``last.ckpt``.
 """
@@ -121,10 +122,15 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     teacher = build.freeze(build.build_teacher(cfg))
     shape = getattr(dm, "input_shape", None)  # None: token ids (no fixed input shape)
     student = build.build_student(cfg, teacher, shape)
+    task = build.build_task(cfg, dm)
+    merge_errors = build.calibrate_student(cfg, student, teacher, dm, task)
+    if merge_errors and is_rank_zero():
+        print(f"calibrated the student's BNs on {cfg.distill.calibrate_images} images: relative "
+              f"error of the {len(merge_errors)} merges against the teacher's pre-ReLU sums "
+              f"{min(merge_errors):.3g}-{max(merge_errors):.3g}")
     net = DistillNet(student, build.build_adapters(cfg, teacher, student, shape))
     shared = set(student.tap_names)  # taps both networks expose (all of them for rule-based students)
     stages = build.build_schedule(cfg, [t for t in teacher.tap_names if t in shared])
-    task = build.build_task(cfg, dm)
     build.check_tap_pairs(stages, teacher, student, getattr(dm, "input_shape", None))
     stages = spread(stages, cfg.distill.get("limit_stages"))  # all of them unless a smoke run
     run_logger = instantiate(cfg.logger, run_dir=run_dir, enabled=is_rank_zero())

@@ -20,7 +20,11 @@ class ArchBlock(TapBlock):
     """Main units ``u_1..u_n`` -> (optional) ``merge(h_n, shortcut(x))``.
 
     Internal tensors are ``[h_1, ..., h_n, merged]`` (no ``merged`` without a merge);
-    ``tap_points[i]`` is the internal index of tap ``tap_suffixes[i]``.
+    ``tap_points[i]`` is the internal index of tap ``tap_suffixes[i]``. ``preadd_offset``
+    (a ``[C, 1, 1]`` buffer, ``None`` unless set by :func:`archnet.convert.calibrate.shift_preadd`) is
+    subtracted from ``h_n`` where ``h_n`` is *tapped*: ``h_n`` carries a signed pre-add tensor
+    shifted up by it so the unsigned activation keeps its negative part; the merge, which
+    sees ``h_n`` itself, removes the shift.
     """
 
     def __init__(self, main: Sequence[nn.Module], tap_suffixes: Sequence[str],
@@ -35,9 +39,10 @@ class ArchBlock(TapBlock):
         n_internal = len(self.main) + (merge is not None)
         if len(self.tap_points) != len(self.tap_suffixes) or self.tap_points[-1] != n_internal - 1:
             raise ValueError("tap_points must map every suffix and end at the block output")
+        self.register_buffer("preadd_offset", None)
 
-    def forward_taps(self, x: Tensor, n: int) -> list[Tensor]:
-        need = self.tap_points[n - 1] + 1  # internal tensors needed for the first n taps
+    def _internal(self, x: Tensor, need: int) -> list[Tensor]:
+        """The first ``need`` internal tensors ``[h_1, ..., h_n, merged]``."""
         internal: list[Tensor] = []
         h = x
         for unit in self.main:
@@ -48,7 +53,19 @@ class ArchBlock(TapBlock):
         if self.merge is not None and len(internal) < need:
             short = x if self.shortcut is None else self.shortcut(x)
             internal.append(self.merge(h, short))
-        return [internal[i] for i in self.tap_points[:n]]
+        return internal
+
+    def forward_taps(self, x: Tensor, n: int) -> list[Tensor]:
+        internal = self._internal(x, self.tap_points[n - 1] + 1)
+        taps = [internal[i] for i in self.tap_points[:n]]
+        if self.preadd_offset is not None:  # shape [C, 1, 1]
+            last = len(self.main) - 1
+            taps = [t - self.preadd_offset if i == last else t for t, i in zip(taps, self.tap_points[:n])]
+        return taps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The block output (no tap read-outs: what the deployed student computes)."""
+        return self._internal(x, self.tap_points[-1] + 1)[self.tap_points[-1]]
 
 
 class Head(nn.Module):

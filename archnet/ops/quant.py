@@ -103,7 +103,7 @@ def make_weight_quantizer(cfg: TensorQuantConfig, role: str = "conv") -> nn.Modu
     if cfg.method == "dorefa":
         if role == "head":
             return quantizers.DorefaGaussianWeight(cfg.bits)
-        return quantizers.DorefaWeight(cfg.bits)
+        return quantizers.DorefaWeight(cfg.bits, per_channel=cfg.per_channel)
     if cfg.method == "lsq":
         return quantizers.LsqWeight(cfg.bits, per_channel=cfg.per_channel)
     raise ConfigError("quant.weight.method", cfg.method, WEIGHT_METHODS)

@@ -27,30 +27,31 @@ __all__ = ["DorefaGaussianWeight", "DorefaWeight", "FixedRangeAct", "LsqAct", "L
 
 
 class DorefaWeight(nn.Module):
-    """DoReFa "normal" weights, per tensor (reference 4.1).
+    """DoReFa "normal" weights, per tensor (reference 4.1) or per output channel.
 
-    ``t = tanh(W)``, ``s = 2 mean|t|``, ``u = clip(t/s, -1/2, 1/2) + 1/2``, ``M = 2^b - 1``,
+    ``t = tanh(W)``, ``s = 2 mean|t|`` (over the tensor, or over each output channel's row
+    with ``per_channel=True``: a per-channel scale folds into the BN that follows), ``u = clip(t/s, -1/2, 1/2) + 1/2``, ``M = 2^b - 1``,
     ``q = (floor(u M + 1/2)/M - 1/2) s``: ``M + 1`` uniform levels in ``[-s/2, s/2]`` with no
     zero level (2 bits: ``{+-s/6, +-s/2}``). Backward: identity from ``q`` to ``t`` (clip,
     rounding and the dependence of ``s`` ignored), then ``tanh'``.
     """
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, per_channel: bool = False) -> None:
         super().__init__()
-        self.bits = check_bits(bits)
+        self.bits, self.per_channel = check_bits(bits), per_channel
 
     def forward(self, w: Tensor) -> Tensor:
-        return DorefaWeightFn.apply(w, self.bits)
+        return DorefaWeightFn.apply(w, self.bits, self.per_channel)
 
     @torch.no_grad()
     def export_grid(self, w: Tensor) -> IntGrid:
         """Codes ``2k - M`` (odd integers in ``[-M, M]``) with scale ``s / (2M)``."""
         m = 2**self.bits - 1
-        k, s = dorefa_levels(torch.tanh(w), self.bits)
+        k, s = dorefa_levels(torch.tanh(w), self.bits, self.per_channel)
         return IntGrid(k.long() * 2 - m, s / (2 * m), self.bits, -m, m, step=2)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}, per_channel={self.per_channel}"
 
 
 class DorefaGaussianWeight(nn.Module):

@@ -37,11 +37,15 @@ def grad_scale(x: Tensor, g: float) -> Tensor:
     return (x - xg).detach() + xg
 
 
-def dorefa_levels(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+def dorefa_levels(t: Tensor, bits: int, per_channel: bool = False) -> tuple[Tensor, Tensor]:
     """DoReFa "normal" codes of ``t = tanh(W)``: ``k = floor(u*M + 1/2)``, ``u = clip(t/s, -1/2, 1/2)
-    + 1/2``, ``s = 2*mean|t|``, ``M = 2^b - 1``. Returns ``(k, s)``; ``q = (k/M - 1/2) * s``."""
+    + 1/2``, ``s = 2*mean|t|``, ``M = 2^b - 1``. Returns ``(k, s)``; ``q = (k/M - 1/2) * s``.
+    ``per_channel``: one ``s`` per output channel (mean over every dim but the first; ``s`` keeps
+    singleton dims so it broadcasts against ``t``)."""
     m = float(2**bits - 1)
-    s = (2.0 * t.abs().mean()).clamp_min(torch.finfo(t.dtype).tiny)
+    a = t.abs()
+    mean = a.mean(tuple(range(1, t.dim())), keepdim=True) if per_channel and t.dim() > 1 else a.mean()
+    s = (2.0 * mean).clamp_min(torch.finfo(t.dtype).tiny)
     u = (t / s).clamp_(-0.5, 0.5).add_(0.5)
     return u.mul_(m).add_(0.5).floor_(), s
 
@@ -52,16 +56,16 @@ class DorefaWeightFn(torch.autograd.Function):
     then ``tanh'`` (reference 4.1)."""
 
     @staticmethod
-    def forward(ctx, w: Tensor, bits: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, w: Tensor, bits: int, per_channel: bool = False) -> Tensor:  # type: ignore[override]
         t = torch.tanh(w)
-        k, s = dorefa_levels(t, bits)
+        k, s = dorefa_levels(t, bits, per_channel)
         ctx.save_for_backward(t)
         return k.div_(float(2**bits - 1)).sub_(0.5).mul_(s)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         (t,) = ctx.saved_tensors
-        return grad * (1.0 - t * t), None
+        return grad * (1.0 - t * t), None, None
 
 
 class FixedRangeActFn(torch.autograd.Function):

@@ -1,7 +1,6 @@
 """scripts/act_range.py: the relative error of the fixed-range activation grid."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,21 +12,14 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "act_range.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("act_range", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_values_on_the_grid_have_no_error():
+def test_values_on_the_grid_have_no_error(script_module):
     # m = 0.25, 2 bits (M = 3): levels k / (m M) = 4k/3 BN units, range [0, 4]
     t = torch.tensor([0.0, 4 / 3, 8 / 3, 4.0, -1.0])
-    assert _module().relative_error(t, 2, 0.25) == pytest.approx(0.0, abs=1e-12)
+    assert script_module("act_range").relative_error(t, 2, 0.25) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_clipped_and_rounded_values():
-    rel = _module().relative_error
+def test_clipped_and_rounded_values(script_module):
+    rel = script_module("act_range").relative_error
     # 8 BN units clip to the top of the range 4: (8 - 4)^2 / 8^2
     assert rel(torch.tensor([8.0]), 2, 0.25) == pytest.approx(0.25)
     # 0.5 rounds (half up) to 4/3 * round(0.375) = 0: error (0.5)^2 / 0.5^2 = 1

@@ -20,13 +20,14 @@ def _trained(q: torch.nn.Module, w: torch.Tensor) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize("method", ["dorefa", "gaussian", "lsq", "lsq_channel"])
+@pytest.mark.parametrize("method", ["dorefa", "dorefa_channel", "gaussian", "lsq", "lsq_channel"])
 def test_at_most_2_to_the_b_levels(method: str, bits: int) -> None:
     w = _w(bits)
-    q = {"dorefa": DorefaWeight(bits), "gaussian": DorefaGaussianWeight(bits),
+    q = {"dorefa": DorefaWeight(bits), "dorefa_channel": DorefaWeight(bits, per_channel=True),
+         "gaussian": DorefaGaussianWeight(bits),
          "lsq": LsqWeight(bits), "lsq_channel": LsqWeight(bits, per_channel=True)}[method]
     out = _trained(q, w)(w).detach()
-    per_row = method in ("gaussian", "lsq_channel")  # one scale per output channel
+    per_row = method in ("dorefa_channel", "gaussian", "lsq_channel")  # one scale per output channel
     groups = list(out) if per_row else [out]
     assert max(g.unique().numel() for g in groups) <= 2**bits
     assert out.unique().numel() >= 4  # not degenerate
@@ -43,6 +44,29 @@ def test_dorefa_2bit_levels_are_plus_minus_s6_s2() -> None:
     assert torch.allclose(levels, expected, rtol=1e-6, atol=0)
     codes = DorefaWeight(2).export_grid(w).codes.unique().tolist()
     assert codes == [-3, -1, 1, 3]  # 2k - M, scale s / (2M)
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 3, 3), (5, 48)])
+def test_dorefa_per_channel_is_per_tensor_on_each_row(shape: tuple[int, ...]) -> None:
+    """Row ``c`` of the per-channel quantizer is the per-tensor quantizer applied to row ``c``
+    alone (its own ``s_c = 2 mean|tanh W_c|``), so rows of very different magnitude each keep
+    all their levels; the per-tensor quantizer collapses the small rows onto +-s/6."""
+    w = _w(5, shape) * torch.logspace(-2, 0, shape[0]).view(-1, *[1] * (len(shape) - 1))
+    per_channel = DorefaWeight(2, per_channel=True)(w)
+    rows = torch.stack([DorefaWeight(2)(row) for row in w])
+    assert torch.allclose(per_channel, rows, atol=1e-7)
+    assert all(r.unique().numel() == 4 for r in per_channel)
+    assert DorefaWeight(2)(w)[0].unique().numel() == 2  # smallest row: only +-s/6 per tensor
+    grid = DorefaWeight(2, per_channel=True).export_grid(w)
+    assert grid.scale.shape == (shape[0], *[1] * (len(shape) - 1))
+    assert torch.allclose(grid.dequantize(), per_channel, atol=1e-7)
+
+
+def test_dorefa_per_channel_gradient_is_identity_then_tanh_prime() -> None:
+    w = _w(6).double().requires_grad_()
+    g_out = torch.randn_like(w)
+    (DorefaWeight(2, per_channel=True)(w) * g_out).sum().backward()
+    assert torch.allclose(w.grad, g_out * (1 - torch.tanh(w) ** 2))
 
 
 def test_dorefa_formula() -> None:

@@ -7,6 +7,8 @@ from archnet.ops.quant import QuantConfig, TensorQuantConfig
 
 FLOAT = QuantConfig()
 DOREFA = QuantConfig(name="w4a4", weight=TensorQuantConfig("dorefa", 4), act=TensorQuantConfig("fixed", 4))
+DOREFA_CHANNEL = QuantConfig(name="w2a4_channel", weight=TensorQuantConfig("dorefa", 2, per_channel=True),
+                             act=TensorQuantConfig("fixed", 4))
 LSQ = QuantConfig(name="lsq2w4a", weight=TensorQuantConfig("lsq", 2, per_channel=True),
                   act=TensorQuantConfig("lsq", 4))
 SHAPE = (3, 32, 32)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from search_helpers import DOREFA, FLOAT, LSQ, SHAPE, random_paths
+from search_helpers import DOREFA, DOREFA_CHANNEL, FLOAT, LSQ, SHAPE, random_paths
 from torch import nn
 
 from archnet.models.resnet import tiny_resnet
@@ -40,7 +40,8 @@ def trained(teacher, quant, shape=SHAPE, steps=6):
     return net.eval()
 
 
-@pytest.mark.parametrize("quant", [FLOAT, DOREFA, LSQ], ids=["fp32", "dorefa_fixed", "lsq"])
+@pytest.mark.parametrize("quant", [FLOAT, DOREFA, DOREFA_CHANNEL, LSQ],
+                         ids=["fp32", "dorefa_fixed", "dorefa_channel_fixed", "lsq"])
 def test_supernet_equals_exported_student(teacher, quant):
     net = trained(teacher, quant)
     x = torch.randn(6, *SHAPE)
