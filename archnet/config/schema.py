@@ -37,7 +37,7 @@ class DistillSection:
     stage_files: str = "all"  # all | last: keep every stage's weights, or the newest only
     limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
     feature_units: str = "raw"  # raw | bn (checked by archnet.distill.build.feature_scale)
-    calibrate_images: int = 0  # merge calibration (checked by archnet.distill.build.check_calibration)
+    calibrate_images: int = 0  # BN calibration at the start (checked by archnet.distill.build.check_calibration)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
