@@ -132,20 +132,20 @@ def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor) -> li
     """Fit every BN of ``student`` on the batch ``x`` (module docstring). A ``small`` stem's unit
     is fitted to the teacher's; the three random units of an ``imagenet`` stem only get the
     batch's statistics. One training-mode forward first lets LSQ quantizers take their initial
-    steps (running statistics are all rewritten afterwards). Returns, per block, the relative error ``|pre - u| / |u|`` of the merge's
-    pre-activation against the teacher's pre-ReLU sum after calibration."""
+    steps (running statistics are all rewritten afterwards). Returns, per block, the relative
+    error ``|pre - u| / |u|`` of the merge's pre-activation against the teacher's pre-ReLU sum
+    after calibration."""
     if not isinstance(teacher, ResNet):
         raise TypeError(f"calibrate_student needs a ResNet teacher, got {type(teacher).__name__}")
     was_training = student.training
     teacher.eval()
-    student.train()
-    student(x)  # LSQ quantizers take their initial steps on the first training forward
-    student.eval()
     try:
+        student.train()
+        student(x)  # LSQ quantizers take their initial steps on the first training forward
+        student.eval()
         h_t = teacher.forward_stem(x)
-        first = student.stem[0]
         if teacher.stem_kind == "small":
-            out = fit_unit(first, x, teacher.bn1(teacher.conv1(x)))
+            out = fit_unit(student.stem[0], x, teacher.bn1(teacher.conv1(x)))
             h_s = student.stem[1:](out)
         else:
             _batch_statistics(student.stem, x)
