@@ -121,7 +121,6 @@ def feature_scale(cfg: DictConfig) -> float:
     """``a`` the student's feature taps are divided by (``distill.feature_units``): ``raw`` 1
     (the authors'), ``bn`` the activation quantizer's scale (fixed-range: its multiplier, else 1).
     Only image tasks rescale: ``bn`` with another ``data.task`` and ``a != 1`` is an error."""
-    from archnet.errors import ConfigError
     from archnet.ops.quant import activation_scale
 
     units = cfg.distill.get("feature_units", "raw")
