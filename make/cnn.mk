@@ -69,6 +69,11 @@ tiny-imagenet-resnet18-preserved: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a s
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_preserved
 
+tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a student with each add folded into its last conv (docs/results.md; ~40 min of one CPU core once the teacher exists)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_folded
+
 tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
 	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34
@@ -110,6 +115,7 @@ tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-200 MobileNetV2 family: te
 	tiny-imagenet-resnet18 \
 	tiny-imagenet-resnet18-calibrated \
 	tiny-imagenet-resnet18-preserved \
+	tiny-imagenet-resnet18-folded \
 	tiny-imagenet-resnet34 \
 	tiny-imagenet-resnet50 \
 	tiny-imagenet-mobilenet_v1 \

@@ -1,13 +1,16 @@
 """Parameters and MACs of each teacher family and its Arch-Net student (deploy, float).
 
 Usage: python scripts/complexity_table.py [--size 224] [--head gap|flatten] [--dense]
+       [--fold-add] [--stem-strides 2] [--families resnet18 resnet34]
 Prints a markdown table (for docs/results.md); counts are exact hook counts on the meta
-device (no weights, no data).
+device (no weights, no data). ``--fold-add`` and ``--stem-strides`` set the ResNet rules
+``student.fold_add`` and ``student.stem_strides``.
 """
 from __future__ import annotations
 
 import argparse
 
+from archnet.convert.resnet import PAPER_STEM_STRIDES
 from archnet.metrics.complexity import FAMILIES, complexity_table
 
 
@@ -16,8 +19,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--head", default="gap", choices=["gap", "flatten"])
     ap.add_argument("--dense", action="store_true", help="MobileNet depthwise convs as dense 3x3")
+    ap.add_argument("--fold-add", action="store_true", help="ResNets: student.fold_add=true")
+    ap.add_argument("--stem-strides", type=int, nargs="+", default=list(PAPER_STEM_STRIDES),
+                    help="ResNets: student.stem_strides (default: the reference's 1 1 2)")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     args = ap.parse_args()
-    rows = complexity_table(FAMILIES, args.size, head=args.head, depthwise=not args.dense)
+    options = {"fold_add": args.fold_add, "stem_strides": tuple(args.stem_strides)}
+    rows = complexity_table(args.families, args.size, head=args.head, depthwise=not args.dense,
+                            resnet_options=options)
     print("| model | teacher params | teacher MACs | student params | student MACs | MACs ratio |")
     print("|---|---|---|---|---|---|")
     for r in rows:

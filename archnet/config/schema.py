@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from archnet.errors import ConfigError
-from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, WEIGHT_METHODS
+from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, STEP_INITS, WEIGHT_METHODS
 
 
 def _positive(node: str, obj: Any, *names: str, minimum: int = 1) -> None:
@@ -70,6 +70,7 @@ class TensorQuantSection:
     per_channel: bool = False
     signed: bool = False
     act_multiplier: float = 0.1
+    step_init: str = "mean"
 
 
 @dataclass
@@ -89,6 +90,8 @@ class QuantSection:
                 raise ConfigError(f"quant.{cls}.method", sec.method, methods)
             if sec.method != "none" and not (2 <= sec.bits <= 8 or sec.bits == FLOAT_BITS):
                 raise ConfigError(f"quant.{cls}.bits", sec.bits, "an integer in 2..8, or 32 for float")
+            if sec.step_init not in STEP_INITS:
+                raise ConfigError(f"quant.{cls}.step_init", sec.step_init, STEP_INITS)
         if not (2 <= self.head_weight_bits <= 8 or self.head_weight_bits == FLOAT_BITS):
             raise ConfigError("quant.head_weight_bits", self.head_weight_bits, "2..8 or 32")
 

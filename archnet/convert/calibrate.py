@@ -17,6 +17,9 @@ teacher's function when distillation starts:
 3. **The merge's BN normalises** ``y = main + shortcut`` to unit variance (``gamma = 1``), where
    the teacher passes ``u = p + shortcut`` on unchanged.
 
+A student converted with ``fold_add`` has no pre-add unit (1 does not arise; a projection
+shortcut is shifted by :func:`shift_folded_shortcut`) and its merge is the last conv.
+
 :func:`calibrate_student` fixes 2 and 3 on a batch of images: unit by unit, each fed by the
 calibrated units before it (eval mode), it fits the unit's BN to the teacher's tensor at the
 same place by per-channel least squares, ``z ~ A y + B`` with ``A = cov(y, z) / var(y)``,
@@ -67,6 +70,21 @@ def shift_preadd(block: ArchBlock, sigmas: float, act_scale: float) -> None:
 
 
 @torch.no_grad()
+def shift_folded_shortcut(block: ArchBlock, sigmas: float) -> None:
+    """The :func:`shift_preadd` of a block whose add is folded into its last conv
+    (``student.fold_add``): only a projection shortcut carries a signed tensor; its BN bias
+    rises by ``beta`` and the folded merge's bias (identity weight on the shortcut half) drops
+    by ``beta``, so the block computes the same sum. No tap reads the shortcut."""
+    if block.merge is None:
+        raise ValueError("shift_folded_shortcut needs a block with a concat merge")
+    if block.shortcut is None:
+        return  # an identity shortcut is a block output: already >= 0
+    beta = shift_bn(output_bns(block.shortcut), sigmas)
+    for unit, part in zip(block.merge.units, beta.chunk(len(block.merge.units))):
+        unit.bn.bias.sub_(part)
+
+
+@torch.no_grad()
 def fit_bn(bn: nn.BatchNorm2d, y: Tensor, z: Tensor) -> None:
     """Make ``bn(y) ~ A y + B``, the per-channel least-squares fit of ``z`` (module docstring)."""
     dims = (0, 2, 3)
@@ -103,14 +121,17 @@ def _bias_shift(unit: nn.Module, teacher_bn: nn.BatchNorm2d) -> Tensor:
 @torch.no_grad()
 def _calibrate_block(tb: BasicBlock | Bottleneck, sb: ArchBlock, h_t: Tensor, h_s: Tensor
                      ) -> tuple[Tensor, Tensor, float]:
-    if sb.merge is None or len(sb.main) != (3 if isinstance(tb, Bottleneck) else 2):
-        raise ValueError("calibrate_student needs blocks converted with a concat merge")
     convs = [(tb.conv1, tb.bn1), (tb.conv2, tb.bn2)] + ([(tb.conv3, tb.bn3)] if isinstance(tb, Bottleneck) else [])
+    if sb.merge is None or len(sb.main) not in (len(convs), len(convs) - 1):
+        raise ValueError("calibrate_student needs blocks converted with a concat merge")
     t, s = h_t, h_s
     for (conv, bn), unit in zip(convs, sb.main):
         z = bn(conv(t))
         s = fit_unit(unit, s, z + _bias_shift(unit, bn))
         t = F.relu(z)
+    if len(sb.main) < len(convs):  # fold_add: the merge is the last conv, fed h_{n-1}
+        conv, bn = convs[-1]
+        z = bn(conv(t))
     short_t = h_t if tb.downsample is None else tb.downsample(h_t)
     short_s = h_s
     if sb.shortcut is not None:

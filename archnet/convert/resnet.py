@@ -14,17 +14,28 @@
   output is the conv3 unit and no merge or shortcut is built (the authors' dead parameters
   are omitted, so nothing is left without a gradient);
 * GAP + FC -> :class:`Head` (``flatten`` by default; ``gap`` as the authors' code);
-* ``init_preadd_shift=k > 0`` (needs ``init_merge_as_add``): the signed pre-add tensors keep
-  ``k`` standard deviations below their mean through the unsigned activations
-  (:func:`archnet.convert.calibrate.shift_preadd`).
+* ``init_preadd_shift=k > 0`` (needs ``init_merge_as_add`` or ``fold_add``): the signed pre-add
+  tensors keep ``k`` standard deviations below their mean through the unsigned activations
+  (:func:`archnet.convert.calibrate.shift_preadd`);
+* ``fold_add`` (archnet's, off by default): no unit for the block's last conv and no separate
+  merge conv; the last conv reads ``concat[h_{n-1}, shortcut]`` and starts as
+  ``bn(conv(h_{n-1})) + shortcut`` (:func:`archnet.convert.weights.init_folded_merge`), so the
+  signed pre-add tensor is never materialised and a basic block costs 1.5x its teacher's
+  MACs instead of 2x. The block's taps lose the last conv's (``conv2`` / ``conv3``);
+* ``stem_strides`` (``imagenet`` stem): the strides of the random 3x3 units before the 2x2
+  max-pool; ``(1, 1, 2)`` is the reference's (2.40 GMACs at 224 px, the teacher's 7x7 stem
+  0.12), ``(2,)`` 0.02 GMACs.
 """
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from archnet.convert.calibrate import shift_preadd
-from archnet.convert.weights import init_merge_as_add, load_bn, load_conv_as_3x3
+from archnet.convert.calibrate import shift_folded_shortcut, shift_preadd
+from archnet.convert.weights import init_folded_merge, init_merge_as_add, load_bn, load_conv_as_3x3
 from archnet.errors import ConfigError
 from archnet.models.resnet import BasicBlock, Bottleneck, ResNet
 from archnet.models.student import ArchBlock, ArchNetStudent, Head
@@ -92,14 +103,17 @@ def _unit_from(conv: nn.Conv2d, bn: nn.BatchNorm2d, quant: QuantConfig, init: bo
 def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool = True,
                   fill: float = 0.0, max_in_channels: int = 512,
                   merge_as_add: bool = False, init_split: bool = False,
-                  layer2_bug: bool = False) -> ArchBlock:
+                  layer2_bug: bool = False, fold_add: bool = False) -> ArchBlock:
     """One residual block -> main units (one per teacher conv) + shortcut + concat merge.
 
     ``layer2_bug``: no merge and no shortcut; the last main unit is the block output.
+    ``fold_add``: no unit for the last conv; the merge is that conv over
+    ``concat[h_{n-1}, shortcut]`` (module docstring).
     """
     convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
     if isinstance(block, Bottleneck):
         convs.append((block.conv3, block.bn3))
+    folded = convs.pop() if fold_add and not layer2_bug else None
     main = [_unit_from(c, b, quant, init, fill, max_in_channels, init_split) for c, b in convs]
     n = len(main)
     if layer2_bug:
@@ -110,6 +124,13 @@ def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool
                               max_in_channels, init_split)
     main_ch = block_out_channels(block)
     short_ch = main_ch if shortcut is not None else convs[0][0].in_channels
+    if folded is not None:
+        conv, bn = folded
+        merge = ConcatMerge(conv.in_channels, short_ch, main_ch, quant, max_in_channels)
+        if init:
+            init_folded_merge(merge.units, conv, bn)
+        suffixes = (*block.tap_suffixes[:-2], block.tap_suffixes[-1])
+        return ArchBlock(main, suffixes, tap_points=list(range(n + 1)), shortcut=shortcut, merge=merge)
     merge = ConcatMerge(main_ch, short_ch, main_ch, quant, max_in_channels)
     if merge_as_add:
         init_merge_as_add(merge.units, main_ch, short_ch)
@@ -121,16 +142,28 @@ def block_out_channels(block: BasicBlock | Bottleneck) -> int:
     return (block.conv3 if isinstance(block, Bottleneck) else block.conv2).out_channels
 
 
-def convert_stem(teacher: ResNet, quant: QuantConfig, init: bool) -> nn.Sequential:
+PAPER_STEM_STRIDES = (1, 1, 2)
+
+
+def convert_stem(teacher: ResNet, quant: QuantConfig, init: bool,
+                 strides: tuple[int, ...] = PAPER_STEM_STRIDES) -> nn.Sequential:
+    """``small``: the teacher's 3x3 conv as a unit + 2x2 max-pool; ``imagenet``: random 3x3 units
+    of the given ``strides`` (product 2) + 2x2 max-pool, the teacher's stride 4."""
     w = teacher.conv1.out_channels
-    first = ConvUnit(teacher.conv1.in_channels, w, 1, quant,
-                     quantize_weight=quant.quantize_first_conv)
     if teacher.stem_kind == "small":
+        first = ConvUnit(teacher.conv1.in_channels, w, 1, quant,
+                         quantize_weight=quant.quantize_first_conv)
         if init:
             load_conv_as_3x3(first.conv, teacher.conv1)
             load_bn(first.bn, teacher.bn1)
         return nn.Sequential(first, nn.MaxPool2d(2, 2))
-    return nn.Sequential(first, ConvUnit(w, w, 1, quant), ConvUnit(w, w, 2, quant), nn.MaxPool2d(2, 2))
+    if not strides or any(s not in (1, 2) for s in strides) or math.prod(strides) != 2:
+        raise ConfigError("student.stem_strides", list(strides),
+                          "a non-empty list of 1 and 2 with one 2 (the 2x2 max-pool makes stride 4)")
+    units = [ConvUnit(teacher.conv1.in_channels, w, strides[0], quant,
+                      quantize_weight=quant.quantize_first_conv)]
+    units += [ConvUnit(w, w, s, quant) for s in strides[1:]]
+    return nn.Sequential(*units, nn.MaxPool2d(2, 2))
 
 
 def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
@@ -138,17 +171,29 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                    init_from_teacher: bool = True, center_fill: float = 0.0,
                    max_in_channels: int = 512, init_merge_as_add: bool = False,
                    init_head_from_teacher: bool = True, init_split_from_teacher: bool = False,
-                   r50_layer2_bug: bool = False, init_preadd_shift: float = 0.0) -> ArchNetStudent:
+                   r50_layer2_bug: bool = False, init_preadd_shift: float = 0.0,
+                   fold_add: bool = False,
+                   stem_strides: Sequence[int] = PAPER_STEM_STRIDES) -> ArchNetStudent:
     """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
     quant = quant or QuantConfig()
-    if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (init_merge_as_add and init_from_teacher)):
+    if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (
+            (init_merge_as_add or fold_add) and init_from_teacher)):
         raise ConfigError("student.init_preadd_shift", init_preadd_shift,
-                          "0, or > 0 with student.init_merge_as_add=true and init_from_teacher=true")
-    stem = convert_stem(teacher, quant, init_from_teacher)
-    blocks = [(name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
-                                   init_merge_as_add, init_split_from_teacher,
-                                   r50_layer2_bug and _is_r50_layer2(name, b)))
-              for name, b in teacher.blocks()]
+                          "0, or > 0 with init_from_teacher=true and student.init_merge_as_add=true "
+                          "or student.fold_add=true")
+    stem = convert_stem(teacher, quant, init_from_teacher, tuple(stem_strides))
+    blocks = []
+    for name, b in teacher.blocks():
+        try:
+            blocks.append((name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
+                                               init_merge_as_add, init_split_from_teacher,
+                                               r50_layer2_bug and _is_r50_layer2(name, b), fold_add)))
+        except ConfigError:
+            raise
+        except ValueError as e:  # a folded conv that cannot be sliced under max_in_channels
+            if not fold_add:
+                raise
+            raise ConfigError("student.fold_add", True, f"false for this teacher: block {name}: {e}") from e
     last = tap_shapes(teacher, input_shape)[teacher.tap_names[-2]]
     hq = make_weight_quantizer(head_weight_config(quant), role="head")
     student_head = Head(head, last[0], (last[1], last[2]), teacher.fc.out_features, hq,
@@ -157,7 +202,11 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
         student_head.load_from_gap_fc(teacher.fc)
     if init_preadd_shift > 0:
         for _, block in blocks:
-            if block.merge is not None:
+            if block.merge is None:
+                continue
+            if fold_add:
+                shift_folded_shortcut(block, init_preadd_shift)
+            else:
                 shift_preadd(block, init_preadd_shift, activation_scale(quant.act))
     return ArchNetStudent(stem, blocks, student_head)
 

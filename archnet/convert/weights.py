@@ -1,6 +1,8 @@
 """Weight transfer from teacher layers into Arch-Net units."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -40,3 +42,34 @@ def init_merge_as_add(merge_units: nn.ModuleList, main_ch: int, short_ch: int) -
         idx = torch.arange(out_ch)
         w[idx, idx, 1, 1] = 1.0
         w[idx, sm + idx, 1, 1] = 1.0
+
+
+@torch.no_grad()
+def init_folded_merge(merge_units: nn.ModuleList, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Make each concat unit compute ``bn(conv(h)) + s`` from ``concat[h, s]`` (eval mode, before
+    its activation): weights ``[W gamma / sigma ; I]`` (``sigma = sqrt(var + eps)``; a 1x1 ``W``
+    and the identity at the centre tap), BN the identity plus bias ``b - gamma mu / sigma``.
+    Sliced units (equal widths) get the diagonal blocks of ``W``: slice ``i`` of the output
+    reads slice ``i`` of ``h`` only, as the authors' sliced merge does."""
+    scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+    folded = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = bn.bias - bn.running_mean * scale
+    n = len(merge_units)
+    so, si = conv.out_channels // n, conv.in_channels // n
+    k = conv.kernel_size
+    if k not in ((1, 1), (3, 3)):
+        raise ValueError(f"cannot fold a {k} kernel into a 3x3 conv")
+    for i, unit in enumerate(merge_units):
+        part = folded[i * so:(i + 1) * so, i * si:(i + 1) * si]
+        w = unit.conv.weight
+        w.zero_()
+        if k == (3, 3):
+            w[:, :si] = part
+        else:
+            w[:, :si, 1, 1] = part[:, :, 0, 0]
+        idx = torch.arange(so)
+        w[idx, si + idx, 1, 1] = 1.0
+        unit.bn.running_mean.zero_()
+        unit.bn.running_var.fill_(1.0)
+        unit.bn.weight.fill_(math.sqrt(1.0 + unit.bn.eps))
+        unit.bn.bias.copy_(bias[i * so:(i + 1) * so])

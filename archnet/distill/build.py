@@ -135,22 +135,23 @@ def feature_scale(cfg: DictConfig) -> float:
 
 
 def check_calibration(cfg: DictConfig, teacher: nn.Module) -> int:
-    """Validate ``student.init_preadd_shift`` (>= 0; > 0 needs ``student.init_merge_as_add``) and
-    ``distill.calibrate_images`` (0: off; > 0 needs a ResNet teacher and concat merges that
-    start as adds, :mod:`archnet.convert.calibrate`); returns the number of images."""
+    """Validate ``student.init_preadd_shift`` (>= 0; > 0 needs ``student.init_merge_as_add`` or
+    ``student.fold_add``) and ``distill.calibrate_images`` (0: off; > 0 needs a ResNet teacher
+    and concat merges that start as adds or folded adds, :mod:`archnet.convert.calibrate`);
+    returns the number of images."""
     from archnet.models.resnet import ResNet
 
-    as_add = bool(cfg.student.get("init_merge_as_add"))
+    as_add = bool(cfg.student.get("init_merge_as_add")) or bool(cfg.student.get("fold_add"))
     shift = cfg.student.get("init_preadd_shift", 0.0)
     if not isinstance(shift, (int, float)) or isinstance(shift, bool) or shift < 0 or (shift > 0 and not as_add):
         raise ConfigError("student.init_preadd_shift", shift,
-                          "0, or a number > 0 with student.init_merge_as_add=true")
+                          "0, or a number > 0 with student.init_merge_as_add=true or student.fold_add=true")
     n = cfg.distill.get("calibrate_images", 0)
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ConfigError("distill.calibrate_images", n, "an integer >= 0")
     if n and not (isinstance(teacher, ResNet) and as_add):
-        raise ConfigError("distill.calibrate_images", n,
-                          "0 unless the teacher is a ResNet and student.init_merge_as_add=true")
+        raise ConfigError("distill.calibrate_images", n, "0 unless the teacher is a ResNet and "
+                          "student.init_merge_as_add=true or student.fold_add=true")
     return n
 
 

@@ -8,8 +8,9 @@ table cheap.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,8 +76,8 @@ def bitops(macs: int, weight_bits: int, act_bits: int) -> int:
     return macs * weight_bits * act_bits
 
 
-def _pair(family: str, input_shape: tuple[int, int, int], head: str, depthwise: bool
-          ) -> tuple[nn.Module, nn.Module]:
+def _pair(family: str, input_shape: tuple[int, int, int], head: str, depthwise: bool,
+          resnet_options: Mapping[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
     from archnet.convert.mobilenet import convert_mobilenet
     from archnet.convert.resnet import convert_resnet
     from archnet.models import mobilenet, resnet
@@ -86,7 +87,8 @@ def _pair(family: str, input_shape: tuple[int, int, int], head: str, depthwise: 
         "mobilenet_v1": mobilenet.mobilenet_v1, "mobilenet_v2": mobilenet.mobilenet_v2}
     teacher = factories[family]()
     if family.startswith("resnet"):
-        return teacher, convert_resnet(teacher, input_shape=input_shape, head=head)  # type: ignore[arg-type]
+        return teacher, convert_resnet(teacher, input_shape=input_shape, head=head,  # type: ignore[arg-type]
+                                       **(resnet_options or {}))
     return teacher, convert_mobilenet(teacher, input_shape=input_shape, head=head,  # type: ignore[arg-type]
                                       depthwise=depthwise)
 
@@ -95,14 +97,16 @@ FAMILIES = ("resnet18", "resnet34", "resnet50", "mobilenet_v1", "mobilenet_v2")
 
 
 def complexity_table(families: Sequence[str] = FAMILIES, input_size: int = 224,
-                     head: str = "gap", depthwise: bool = True, device: str = "meta") -> list[dict]:
+                     head: str = "gap", depthwise: bool = True, device: str = "meta",
+                     resnet_options: Mapping[str, Any] | None = None) -> list[dict]:
     """One row per family: teacher and student (deploy, float) params and MACs at
-    ``input_size``; 1000 classes; student ``head`` and MobileNet ``depthwise`` as given."""
+    ``input_size``; 1000 classes; student ``head``, MobileNet ``depthwise`` and extra
+    :func:`~archnet.convert.resnet.convert_resnet` keywords (``resnet_options``) as given."""
     rows = []
     shape = (3, input_size, input_size)
     for family in families:
         with torch.device(device):
-            teacher, student = _pair(family, shape, head, depthwise)
+            teacher, student = _pair(family, shape, head, depthwise, resnet_options)
         t, s = measure(teacher, shape), measure(student, shape)
         rows.append({"model": family, "input": input_size, "head": head,
                      "depthwise": depthwise if family.startswith("mobilenet") else None,

@@ -8,8 +8,11 @@ half to even with a straight-through estimator. Gradients:
   multiplied by ``g = 1/sqrt(N Qp)``, ``N`` = elements sharing ``alpha`` (the whole tensor,
   batch included, for activations; one output channel for per-channel weights).
 
-``alpha`` is initialised once, on the first *training* forward, to ``2 mean|x| / sqrt(Qp)``
-(per channel for per-channel weights); the ``init_state`` buffer records it, so a reloaded
+``alpha`` is initialised once, on the first *training* forward (per channel for per-channel
+weights): ``init="mean"`` (the paper's) sets ``2 mean|x| / sqrt(Qp)``; ``init="mse"`` the step
+of :data:`MSE_CANDIDATES` evenly spaced ones in ``(0, s_max]`` (``s_max``: the smallest step
+that clips nothing) with the least ``sum (x - q(x))^2``, so one large entry among many small
+ones (an identity tap next to conv weights) is not clipped. The ``init_state`` buffer records it, so a reloaded
 model keeps its steps and never re-initialises. Under ``torch.distributed`` the initial step
 is averaged over ranks. A per-channel step takes its ``[C, 1, ...]`` shape at that first
 forward (or when a checkpoint is loaded), so initialise before wrapping the model in DDP.
@@ -24,14 +27,38 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from archnet.ops.grid import ActGrid, IntGrid, check_bits
+from archnet.ops.quant import STEP_INITS
 from archnet.ops.ste import grad_scale, round_ste
+
+MSE_CANDIDATES = 100
+
+
+@torch.no_grad()
+def mse_step(x: Tensor, dims: tuple[int, ...], keepdim: bool, qn: int, qp: int,
+             candidates: int = MSE_CANDIDATES) -> Tensor:
+    """``argmin_s sum_dims (x - s round(clip(x / s, Qn, Qp)))^2`` over ``s = (k / K) s_max``,
+    ``k = 1..K``, ``s_max = max(max(x) / Qp, max(-x) / -Qn)`` (the last term only when signed)."""
+    s_max = x.amax(dims, keepdim=keepdim).clamp_min(0) / qp
+    if qn < 0:
+        s_max = torch.maximum(s_max, (-x).amax(dims, keepdim=keepdim).clamp_min(0) / -qn)
+    s_max = s_max.clamp_min(1e-8)
+    best, best_err = s_max, torch.full_like(s_max, float("inf"))
+    for k in range(1, candidates + 1):
+        s = s_max * (k / candidates)
+        err = (x - torch.round(torch.clamp(x / s, qn, qp)) * s).pow(2).sum(dims, keepdim=keepdim)
+        better = err < best_err
+        best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
+    return best
 
 
 class _LsqBase(nn.Module):
     """Shared LSQ machinery: range, step parameter, one-time initialisation."""
 
-    def __init__(self, bits: int, signed: bool, per_channel: bool = False) -> None:
+    def __init__(self, bits: int, signed: bool, per_channel: bool = False, init: str = "mean") -> None:
         super().__init__()
+        if init not in STEP_INITS:
+            raise ValueError(f"LSQ step init {init!r}: one of {', '.join(STEP_INITS)}")
+        self.init = init
         self.bits = check_bits(bits)
         self.signed, self.per_channel = bool(signed), bool(per_channel)
         self.qn = -(2 ** (bits - 1)) if signed else 0
@@ -46,9 +73,11 @@ class _LsqBase(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
-        dims = self._reduce_dims(x)
-        a = 2.0 * x.detach().abs().mean(dims, keepdim=self.per_channel) / math.sqrt(self.qp)
-        a = a.clamp_min(1e-8)
+        dims, x = self._reduce_dims(x), x.detach()
+        if self.init == "mse":
+            a = mse_step(x, dims, self.per_channel, self.qn, self.qp)
+        else:
+            a = (2.0 * x.abs().mean(dims, keepdim=self.per_channel) / math.sqrt(self.qp)).clamp_min(1e-8)
         if dist.is_available() and dist.is_initialized():  # one step for every rank
             dist.all_reduce(a)
             a /= dist.get_world_size()
@@ -84,15 +113,15 @@ class _LsqBase(nn.Module):
         self._initialized = bool(self.init_state)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, range=[{self.qn}, {self.qp}], per_channel={self.per_channel}"
+        return f"bits={self.bits}, range=[{self.qn}, {self.qp}], per_channel={self.per_channel}, init={self.init}"
 
 
 class LsqWeight(_LsqBase):
     """LSQ weights: signed, ``Qn = -2^(b-1)``, ``Qp = 2^(b-1) - 1`` (2 bits: ``{-2,-1,0,1} alpha``);
     per tensor, or per output channel with ``per_channel=True``."""
 
-    def __init__(self, bits: int, per_channel: bool = False) -> None:
-        super().__init__(bits, signed=True, per_channel=per_channel)
+    def __init__(self, bits: int, per_channel: bool = False, init: str = "mean") -> None:
+        super().__init__(bits, signed=True, per_channel=per_channel, init=init)
 
     def forward(self, w: Tensor) -> Tensor:
         return self.quantize(w)
@@ -102,8 +131,8 @@ class LsqAct(_LsqBase):
     """LSQ activations, per tensor: unsigned by default (``Qn = 0``, ``Qp = 2^b - 1``), so the
     quantizer is also a clipped ReLU; ``signed=True`` gives the signed range."""
 
-    def __init__(self, bits: int, signed: bool = False) -> None:
-        super().__init__(bits, signed=signed)
+    def __init__(self, bits: int, signed: bool = False, init: str = "mean") -> None:
+        super().__init__(bits, signed=signed, init=init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.quantize(x)

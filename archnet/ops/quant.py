@@ -17,6 +17,7 @@ from archnet.errors import ConfigError
 
 WEIGHT_METHODS = ("none", "dorefa", "lsq")
 ACT_METHODS = ("none", "fixed", "lsq")
+STEP_INITS = ("mean", "mse")  # LSQ first step: the paper's 2 mean|x| / sqrt(Qp) | least squares
 FLOAT_BITS = 32
 HEAD_WEIGHT_MODES = ("gaussian", "normal")
 
@@ -32,6 +33,8 @@ def _check_tensor(key: str, cfg: TensorQuantConfig, methods: tuple[str, ...]) ->
     _check_bits(f"{key}.bits", cfg.bits)
     if not cfg.act_multiplier > 0:
         raise ConfigError(f"{key}.act_multiplier", cfg.act_multiplier, "a number > 0")
+    if cfg.step_init not in STEP_INITS:
+        raise ConfigError(f"{key}.step_init", cfg.step_init, STEP_INITS)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TensorQuantConfig:
     per_channel: bool = False
     signed: bool = False
     act_multiplier: float = 0.1  # fixed-range activations: y = round(clip(m*x, 0, 1) * M) / M
+    step_init: str = "mean"      # LSQ: first step 2 mean|x| / sqrt(Qp) (mean) | least-squares (mse)
 
     @property
     def is_float(self) -> bool:
@@ -105,7 +109,7 @@ def make_weight_quantizer(cfg: TensorQuantConfig, role: str = "conv") -> nn.Modu
             return quantizers.DorefaGaussianWeight(cfg.bits)
         return quantizers.DorefaWeight(cfg.bits, per_channel=cfg.per_channel)
     if cfg.method == "lsq":
-        return quantizers.LsqWeight(cfg.bits, per_channel=cfg.per_channel)
+        return quantizers.LsqWeight(cfg.bits, per_channel=cfg.per_channel, init=cfg.step_init)
     raise ConfigError("quant.weight.method", cfg.method, WEIGHT_METHODS)
 
 
@@ -119,7 +123,7 @@ def make_activation(cfg: TensorQuantConfig) -> nn.Module:
     if cfg.method == "fixed":
         return quantizers.FixedRangeAct(cfg.bits, multiplier=cfg.act_multiplier)
     if cfg.method == "lsq":
-        return quantizers.LsqAct(cfg.bits, signed=cfg.signed)
+        return quantizers.LsqAct(cfg.bits, signed=cfg.signed, init=cfg.step_init)
     raise ConfigError("quant.act.method", cfg.method, ACT_METHODS)
 
 
@@ -134,4 +138,4 @@ def head_weight_config(cfg: QuantConfig) -> TensorQuantConfig:
     """The classifier's weight quantization: the weight method at ``head_weight_bits``."""
     w = cfg.weight
     return TensorQuantConfig(w.method, cfg.head_weight_bits if not w.is_float else FLOAT_BITS,
-                             w.per_channel, w.signed)
+                             w.per_channel, w.signed, step_init=w.step_init)

@@ -46,6 +46,7 @@ CASES = [
     ("negative_calibrate_images", ["distill.calibrate_images=-1"], "distill.calibrate_images", "-1"),
     ("calibrate_without_merge_as_add", ["distill.calibrate_images=64"], "distill.calibrate_images", "64"),
     ("preadd_shift_without_merge_as_add", ["student.init_preadd_shift=2"], "student.init_preadd_shift", "2"),
+    ("unknown_step_init", ["quant=lsq_w2a4", "quant.weight.step_init=max"], "quant.weight.step_init", "max"),
     ("unparseable_override", ["schedule.stage_overrides.01_logits.samples=1"], "override",
      "schedule.stage_overrides.01_logits.samples=1"),
     ("missing_teacher_checkpoint", ["teacher.checkpoint=/nonexistent.pt"],

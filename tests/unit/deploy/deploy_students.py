@@ -33,9 +33,11 @@ def calibrate_bn(model: nn.Module, batches: int = 4, batch_size: int = 64, seed:
     model.eval()
 
 
-def build_student(q: QuantConfig | None = None, head: str = "flatten", seed: int = 0) -> nn.Module:
+def build_student(q: QuantConfig | None = None, head: str = "flatten", seed: int = 0,
+                  **rules: object) -> nn.Module:
+    """``rules``: further :func:`convert_resnet` keywords (e.g. ``fold_add=True``)."""
     torch.manual_seed(seed)
-    student = convert_resnet(tiny_resnet(), quant=q, input_shape=INPUT, head=head)
+    student = convert_resnet(tiny_resnet(), quant=q, input_shape=INPUT, head=head, **rules)
     nn.init.normal_(student.head.fc.weight, std=0.3)
     calibrate_bn(student)
     return student

@@ -10,6 +10,7 @@ import torch
 from deploy_students import build_student, images, quant
 
 from archnet.deploy.export import export_student
+from archnet.ops.quant import QuantConfig, TensorQuantConfig
 
 ORT_TOL = 1e-4  # max |logit| difference, onnxruntime vs fake-quant PyTorch (float32 rounding)
 
@@ -45,6 +46,18 @@ def test_export_w2a4(tmp_path) -> None:
     layers = table["layers"]
     assert out["bitops"] == sum(la["macs"] * la["w_bits"] * la["a_bits"] for la in layers)
     assert layers[1]["w_bits"] == 2 and layers[1]["a_bits"] == 4 and layers[0]["a_bits"] == 32
+
+
+def test_export_folded_student(tmp_path) -> None:
+    """``student.fold_add``: one conv fewer per block, still only profile operators (no Add)."""
+    q = QuantConfig("w8a8", TensorQuantConfig("lsq", 8, per_channel=True, step_init="mse"),
+                    TensorQuantConfig("fixed", 8), logit_clip=16.0)
+    student = build_student(q, fold_add=True)
+    out = export_student(student, tmp_path, images(32), "archnet", q)
+    assert out["verdict"] == "pass", out["violations"]
+    assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "student.onnx")).graph.node]
+    assert ops.count("Conv") == 12 - len(list(student.blocks())) and "Add" not in ops
 
 
 def test_export_lsq_gap_student(tmp_path) -> None:
