@@ -69,7 +69,7 @@ tiny-imagenet-resnet18-preserved: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a s
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_preserved
 
-tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a student with each add folded into its last conv (docs/results.md; ~40 min of one CPU core once the teacher exists)
+tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a student with each add folded into its last conv (docs/results.md; 27 min wall with one thread on the 2-core box, other runs beside it, once the teacher exists)
 	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_folded
