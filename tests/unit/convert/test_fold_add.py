@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from resnet_teachers import SHAPE, assert_calibrated_student_is_the_teacher, block_inputs, teacher_of
 
 from archnet.convert.resnet import convert_resnet
 from archnet.errors import ConfigError
 from archnet.metrics.complexity import count_macs
 from archnet.models.resnet import ResNet
 from archnet.ops.quant import QuantConfig
-from tests.unit.convert.test_calibrate import (
-    SHAPE,
-    assert_calibrated_student_is_the_teacher,
-    block_inputs,
-    teacher_of,
-)
 
 
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])
