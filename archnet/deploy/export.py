@@ -20,7 +20,9 @@ was not chosen: the integer codes would only exist implicitly, and onnxruntime w
 re-derive (and may re-round) them.
 
 ``quant.json`` lists every weight initializer (bits, method, code range, per-channel
-scales) and every activation quantizer (bits, scale, range), plus layer costs;
+scales; ``initializer`` names the tensor that holds the codes in the graph, another layer's
+when the exporter merged identical ones) and every activation quantizer (bits, scale,
+range), plus layer costs;
 ``summary.md`` has the operator histogram, parameters, MACs, BitOPs and the verdict of
 the profile verifier.
 """
@@ -65,10 +67,23 @@ def run_onnx(path: str | Path, x: Tensor) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().float().numpy()})[0]
 
 
+def stored_initializer(model: onnx.ModelProto, name: str) -> str:
+    """The initializer behind the graph tensor ``name``: itself, or, when the exporter merged
+    identical initializers (it does, e.g. for two merge convs that still hold the same identity
+    kernels) and left ``name = Identity(kept)``, the kept one."""
+    inits = {i.name for i in model.graph.initializer}
+    identity = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+    seen = name
+    while seen not in inits and seen in identity:
+        seen = identity[seen]
+    if seen not in inits:
+        raise RuntimeError(f"initializer {name!r} missing from the exported graph")
+    return seen
+
+
 def quant_table(deploy: nn.Module, model: onnx.ModelProto, layers: list[LayerStat],
                 quant_cfg: Any = None) -> dict[str, Any]:
     """The ``quant.json`` content: bits and scales of every weight and activation tensor."""
-    inits = {i.name for i in model.graph.initializer}
     weights, acts = {}, []
     for name, m in deploy.named_modules():
         if not isinstance(m, (DeployConv, DeployHead)):
@@ -76,15 +91,15 @@ def quant_table(deploy: nn.Module, model: onnx.ModelProto, layers: list[LayerSta
         kind = "conv" if isinstance(m, DeployConv) else "fc"
         if m.codes is not None:
             init = f"{name}.codes"
-            if init not in inits:
-                raise RuntimeError(f"initializer {init!r} missing from the exported graph")
             codes = m.codes.long()
             weights[init] = {"layer": name, "kind": kind, "bits": m.w_bits, "method": m.w_method,
+                             "initializer": stored_initializer(model, init),
                              "dtype": str(m.codes.dtype).replace("torch.", ""), "axis": 0,
                              "qmin": int(codes.min()), "qmax": int(codes.max()),
                              "levels": int(codes.unique().numel()), "scale": m.scale.tolist()}
             if m.bias_codes is not None:
-                weights[init]["bias"] = {"initializer": f"{name}.bias_codes", "dtype": "int32",
+                bias = stored_initializer(model, f"{name}.bias_codes")
+                weights[init]["bias"] = {"initializer": bias, "dtype": "int32",
                                          "scale": m.bias_scale.tolist()}
         else:
             weights[f"{name}.weight"] = {"layer": name, "kind": kind, "bits": 32, "method": "float"}

@@ -110,7 +110,10 @@ class _Graph:
         while node is not None and node.op_type in ("Identity", "Transpose", "Reshape"):
             name, node = node.input[0], self.producer.get(node.input[0])
         if node is not None and node.op_type == "DequantizeLinear":
-            return self.consts.get(node.input[0]), node.input[0]
+            codes = node.input[0]  # through the Identity the exporter leaves for merged duplicates
+            while codes not in self.consts and getattr(self.producer.get(codes), "op_type", None) == "Identity":
+                codes = self.producer[codes].input[0]
+            return self.consts.get(codes), codes
         return self.consts.get(name), name if name in self.consts else None
 
 

@@ -12,8 +12,8 @@ half to even with a straight-through estimator. Gradients:
 weights): ``init="mean"`` (the paper's) sets ``2 mean|x| / sqrt(Qp)``; ``init="mse"`` the step
 of :data:`MSE_CANDIDATES` evenly spaced ones in ``(0, s_max]`` (``s_max``: the smallest step
 that clips nothing) with the least ``sum (x - q(x))^2``, so one large entry among many small
-ones (an identity tap next to conv weights) is not clipped. The ``init_state`` buffer records it, so a reloaded
-model keeps its steps and never re-initialises. Under ``torch.distributed`` the initial step
+ones (an identity tap next to conv weights) is not clipped. The ``init_state`` buffer records
+it, so a reloaded model keeps its steps and never re-initialises. Under ``torch.distributed`` the initial step
 is averaged over ranks. A per-channel step takes its ``[C, 1, ...]`` shape at that first
 forward (or when a checkpoint is loaded), so initialise before wrapping the model in DDP.
 """

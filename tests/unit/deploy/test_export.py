@@ -7,9 +7,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from deploy_students import build_student, images, quant
+from deploy_students import INPUT, build_student, calibrate_bn, images, quant
 
+from archnet.convert.resnet import convert_resnet
 from archnet.deploy.export import export_student
+from archnet.models.resnet import ResNet
 from archnet.ops.quant import QuantConfig, TensorQuantConfig
 
 ORT_TOL = 1e-4  # max |logit| difference, onnxruntime vs fake-quant PyTorch (float32 rounding)
@@ -58,6 +60,28 @@ def test_export_folded_student(tmp_path) -> None:
     assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
     ops = [n.op_type for n in onnx.load(str(tmp_path / "student.onnx")).graph.node]
     assert ops.count("Conv") == 12 - len(list(student.blocks())) and "Add" not in ops
+
+
+def test_export_with_merged_duplicate_initializers(tmp_path) -> None:
+    """Two merge convs with the same integer codes (untrained identity kernels): the exporter
+    keeps one initializer and leaves ``Identity`` for the other; the profile check and
+    ``quant.json`` follow it to the kept one."""
+    q = QuantConfig("w4a4", TensorQuantConfig("lsq", 4, per_channel=True), TensorQuantConfig("fixed", 4),
+                    logit_clip=16.0)
+    torch.manual_seed(0)
+    student = convert_resnet(ResNet("basic", [2, 1], (8, 16), 10, stem="small"), q, INPUT,
+                             init_merge_as_add=True)
+    calibrate_bn(student)
+    first, second = (b.merge.units[0].conv for _, b in list(student.blocks())[:2])
+    assert torch.equal(first.weight, second.weight)
+    out = export_student(student, tmp_path, images(32), "archnet", q)
+    assert out["verdict"] == "pass", out["violations"]
+    model = onnx.load(str(tmp_path / "student.onnx"))
+    kept = {i.name for i in model.graph.initializer}
+    weights = json.loads((tmp_path / "quant.json").read_text())["weights"]
+    assert "body.1.merge.units.0.codes" not in kept
+    assert weights["body.1.merge.units.0.codes"]["initializer"] == "body.0.merge.units.0.codes"
+    assert all(w["initializer"] in kept for w in weights.values() if "initializer" in w)
 
 
 def test_export_lsq_gap_student(tmp_path) -> None:
