@@ -71,14 +71,13 @@ def stored_initializer(model: onnx.ModelProto, name: str) -> str:
     """The initializer behind the graph tensor ``name``: itself, or, when the exporter merged
     identical initializers (it does, e.g. for two merge convs that still hold the same identity
     kernels) and left ``name = Identity(kept)``, the kept one."""
+    from archnet.deploy.verify import through_identities
+
     inits = {i.name for i in model.graph.initializer}
-    identity = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
-    seen = name
-    while seen not in inits and seen in identity:
-        seen = identity[seen]
-    if seen not in inits:
+    stored = through_identities(name, {o: n for n in model.graph.node for o in n.output}, inits)
+    if stored not in inits:
         raise RuntimeError(f"initializer {name!r} missing from the exported graph")
-    return seen
+    return stored
 
 
 def quant_table(deploy: nn.Module, model: onnx.ModelProto, layers: list[LayerStat],

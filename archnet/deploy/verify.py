@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ class VerifyResult:
         return asdict(self) | {"ok": self.ok}
 
 
+def through_identities(name: str, producer: Mapping[str, onnx.NodeProto], stop: Container[str]) -> str:
+    """Follow ``name = Identity(x)`` back until a name in ``stop`` (or a non-Identity); the
+    exporter leaves such Identities when it merges identical initializers into one."""
+    while name not in stop and getattr(producer.get(name), "op_type", None) == "Identity":
+        name = producer[name].input[0]
+    return name
+
+
 class _Graph:
     """Lookups over one (shape-inferred) ONNX graph."""
 
@@ -110,9 +119,7 @@ class _Graph:
         while node is not None and node.op_type in ("Identity", "Transpose", "Reshape"):
             name, node = node.input[0], self.producer.get(node.input[0])
         if node is not None and node.op_type == "DequantizeLinear":
-            codes = node.input[0]  # through the Identity the exporter leaves for merged duplicates
-            while codes not in self.consts and getattr(self.producer.get(codes), "op_type", None) == "Identity":
-                codes = self.producer[codes].input[0]
+            codes = through_identities(node.input[0], self.producer, self.consts)
             return self.consts.get(codes), codes
         return self.consts.get(name), name if name in self.consts else None
 
