@@ -74,6 +74,14 @@ tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a stud
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_folded
 
+tiny-imagenet-resnet18-progressive: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 2w4a student started from the distilled 4w4a one (progressive bits; docs/results.md)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	test -f outputs/tiny_imagenet_resnet18_4w4a_preserved/make/student.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_4w4a_preserved \
+	    hydra.run.dir=outputs/tiny_imagenet_resnet18_4w4a_preserved/make
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_2w4a_progressive
+
 tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
 	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34

@@ -1,8 +1,8 @@
 """How close a converted student is to its teacher before any distillation.
 
 Builds the student of a distill config exactly as ``archnet-distill`` does (conversion rules,
-quantization, ``student.init_preadd_shift``, and the BN calibration of
-``distill.calibrate_images`` when set, :mod:`archnet.convert.calibrate`) and prints its top-1
+quantization, ``student.init_preadd_shift``, the weights of ``distill.init_student`` and the BN
+calibration of ``distill.calibrate_images`` when set, :mod:`archnet.convert.calibrate`) and prints its top-1
 agreement with the teacher, eval mode, on the held-out *training* images (never the reported
 split), plus the per-block relative error of the calibrated merges.
 
@@ -34,7 +34,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from archnet.cli.app import CONF_DIR
-    from archnet.distill.build import build_data, build_student, build_task, build_teacher, calibrate_student
+    from archnet.distill.build import build_data, build_student, build_task, build_teacher, start_student
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("distill", overrides=args.overrides)
@@ -42,7 +42,7 @@ def main() -> None:
     teacher = build_teacher(cfg).eval()
     student = build_student(cfg, teacher, dm.input_shape)
     task = build_task(cfg, dm)
-    errors = calibrate_student(cfg, student, teacher, dm, task)
+    errors = start_student(cfg, student, teacher, dm, task)["merge_errors"]
     parts, n = [], 0
     for batch in dm.val_dataloader():  # the held-out slice of train
         parts.append(task.eval_inputs(batch)[0])

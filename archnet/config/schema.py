@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from archnet.distill.init_student import STEP_FITS
 from archnet.errors import ConfigError
 from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, STEP_INITS, WEIGHT_METHODS
 
@@ -38,12 +39,16 @@ class DistillSection:
     limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
     feature_units: str = "raw"  # raw | bn (checked by archnet.distill.build.feature_scale)
     calibrate_images: int = 0  # BN calibration at the start (checked by archnet.distill.build.check_calibration)
+    init_student: str | None = None  # a finished run whose student this one starts from (archnet.distill.init_student)
+    init_student_steps: str = "weights"  # weights | outputs: how its LSQ steps start (archnet.distill.init_student)
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
         _positive("distill", self, "num_workers", minimum=0)
         if self.stage_files not in ("all", "last"):
             raise ConfigError("distill.stage_files", self.stage_files, ("all", "last"))
+        if self.init_student_steps not in STEP_FITS:
+            raise ConfigError("distill.init_student_steps", self.init_student_steps, STEP_FITS)
         if self.limit_stages is not None and self.limit_stages < 2:
             raise ConfigError("distill.limit_stages", self.limit_stages, "null or an integer >= 2")
 
@@ -97,12 +102,13 @@ class QuantSection:
 
 
 def check_node(cfg: DictConfig, key: str, schema: type) -> Any:
-    """Merge ``cfg[key]`` onto ``schema``; return the typed object or raise ConfigError."""
+    """Merge ``cfg[key]`` (resolved) onto ``schema``; return the typed object or raise ConfigError."""
     node = cfg.get(key)
     if node is None:
         raise ConfigError(key, None, f"a {schema.__name__} node")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+    try:  # resolved where it stands: ${paths...} and other root interpolations work
+        resolved = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        merged = OmegaConf.merge(OmegaConf.structured(schema), resolved)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         full = f"{key}.{e.full_key}" if getattr(e, "full_key", None) else key
@@ -168,7 +174,7 @@ def validate_teacher(cfg: DictConfig) -> None:
 
 
 def validate_distill(cfg: DictConfig) -> None:
-    """Everything that can be checked without data: sections, quant, schedule, checkpoint."""
+    """Everything that can be checked without data: sections, quant, schedule, checkpoints."""
     from archnet.distill.build import build_schedule, check_calibration, feature_scale
 
     validate_common(cfg)
@@ -179,3 +185,7 @@ def validate_distill(cfg: DictConfig) -> None:
     check_calibration(cfg, teacher)
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)
+    if cfg.distill.get("init_student"):  # the topology is checked once the student exists
+        from archnet.distill.init_student import source_run
+
+        source_run(cfg.distill.init_student)

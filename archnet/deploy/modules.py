@@ -46,10 +46,33 @@ class _IntBias:
         frac = torch.floor(torch.log2(max_code / ratio)).clamp(0, 30)
         bscale = (step / torch.pow(2.0, frac)).float()
         codes = torch.round(self.bias.double() / bscale.double())
-        if bool((codes.abs() > _INT32_MAX).any()):
-            raise OverflowError("bias does not fit int32 on the accumulator grid")
+        overflow = codes.abs().flatten() > _INT32_MAX
+        if bool(overflow.any()):
+            if getattr(self, "codes", None) is None or bool((self.scale.flatten()[overflow] == 1).any()):
+                raise OverflowError("bias does not fit int32 on the accumulator grid")
+            # weights over 2^31 times finer than the bias: a constant channel (see below)
+            self.codes, self.scale = constant_channels_on_a_unit_scale(self.codes, self.scale, overflow)
+            return self.quantize_bias(input_scale, max_code)
         self.bias_codes, self.bias_scale = codes.to(torch.int32), bscale
         self.bias = dequantize_bias(self.bias_codes, self.bias_scale)
+
+
+def constant_channels_on_a_unit_scale(codes: Tensor, scale: Tensor,
+                                      constant: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Channels that output their bias only get codes 0 and scale 1: the same (or, for a
+    near-zero scale, a negligibly different) output, on a step that an int32 bias and ONNX's
+    ``DequantizeLinear`` (scale > 0) accept. ``constant`` (per output channel) defaults to a
+    scale of exactly 0 (a BN gain ``gamma = 0``, e.g. fitted to a dead teacher channel);
+    :meth:`_IntBias.quantize_bias` adds the channels whose accumulator step is more than 2^31
+    times finer than their bias (a gain of about 1e-10: the weights' share of the output is
+    below ``sum |codes| * max input code / 2^31`` of the bias)."""
+    dead = scale.flatten() == 0 if constant is None else constant
+    if not bool(dead.any()):
+        return codes, scale
+    codes, scale = codes.clone(), scale.clone()
+    codes[dead] = 0
+    scale.view(-1)[dead] = 1.0
+    return codes, scale
 
 
 class DeployConv(_IntBias, nn.Module):
@@ -73,6 +96,8 @@ class DeployConv(_IntBias, nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.groups = stride, groups
         self.act, self.w_bits, self.w_method = act, w_bits, w_method
+        if codes is not None:
+            codes, scale = constant_channels_on_a_unit_scale(codes, scale)
         self.register_buffer("codes", codes)
         self.register_buffer("scale", scale)
         self.register_buffer("weight", weight)

@@ -49,9 +49,11 @@ def read_state_dict(path: str | Path, key: str = "teacher.checkpoint") -> dict[s
     return state
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key: str, path: Any) -> None:
-    """Raise :class:`ConfigError` naming the first missing, unexpected or mis-shaped tensor."""
-    own = model.state_dict()
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], key: str, path: Any,
+                     ignore: set[str] | frozenset[str] = frozenset()) -> None:
+    """Raise :class:`ConfigError` naming the first missing, unexpected or mis-shaped tensor
+    (``ignore``: keys of ``model`` the checkpoint need not hold)."""
+    own = {k: v for k, v in model.state_dict().items() if k not in ignore}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -166,10 +168,30 @@ def calibrate_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, d
     n = check_calibration(cfg, teacher)
     if not n:
         return []
+    return calibrate(student, teacher, seeded_images(cfg, dm, task, n))
+
+
+def start_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: Any,
+                  task: Any) -> dict[str, Any]:
+    """The student's start before the first stage: weights from ``distill.init_student`` (with
+    every learned quantizer step set on one batch), then the BN calibration of
+    ``distill.calibrate_images``. Returns ``{"copied", "steps", "merge_errors"}``."""
+    copied = steps = 0
+    if cfg.distill.get("init_student"):
+        from archnet.distill.init_student import initialize_steps, load_student_init
+
+        copied = load_student_init(student, cfg.distill.init_student)
+        steps = initialize_steps(student, seeded_images(cfg, dm, task, cfg.distill.batch_size),
+                                 cfg.distill.get("init_student_steps", "weights"))
+    return {"copied": copied, "steps": steps,
+            "merge_errors": calibrate_student(cfg, student, teacher, dm, task)}
+
+
+def seeded_images(cfg: DictConfig, dm: Any, task: Any, n: int) -> torch.Tensor:
+    """``n`` images of the label-free pool in a seeded order (the same on every rank)."""
     pool = task.train_dataset(dm)
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))
-    x = torch.stack([pool[int(i)] for i in order[:n]])
-    return calibrate(student, teacher, task.eval_inputs(x)[0])
+    return task.eval_inputs(torch.stack([pool[int(i)] for i in order[:n]]))[0]
 
 
 def build_task(cfg: DictConfig, dm: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Config keys read: ``seed``, ``data``, ``teacher``, ``student``, ``quant``, ``schedule``,
 ``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers,
-calibrate_images}``,
+calibrate_images, init_student, init_student_steps}``,
 ``trainer``, ``logger``, ``callbacks``, ``progress``. Stages marked DONE are skipped (their
 weights reloaded); an unfinished stage resumes from its ``last.ckpt``.
 """
@@ -123,7 +123,11 @@ def run_distill(cfg: DictConfig, run_dir: str | Path, extra_callbacks: list | No
     shape = getattr(dm, "input_shape", None)  # None: token ids (no fixed input shape)
     student = build.build_student(cfg, teacher, shape)
     task = build.build_task(cfg, dm)
-    merge_errors = build.calibrate_student(cfg, student, teacher, dm, task)
+    start = build.start_student(cfg, student, teacher, dm, task)
+    if start["copied"] and is_rank_zero():
+        print(f"student starts from {cfg.distill.init_student}: {start['copied']} tensors copied, "
+              f"{start['steps']} quantizer steps initialised anew")
+    merge_errors = start["merge_errors"]
     if merge_errors and is_rank_zero():
         print(f"calibrated the student's BNs on {cfg.distill.calibrate_images} images: relative "
               f"error of the {len(merge_errors)} merges against the teacher's pre-ReLU sums "

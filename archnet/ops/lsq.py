@@ -51,7 +51,7 @@ def mse_step(x: Tensor, dims: tuple[int, ...], keepdim: bool, qn: int, qp: int,
     return best
 
 
-class _LsqBase(nn.Module):
+class LsqQuantizer(nn.Module):
     """Shared LSQ machinery: range, step parameter, one-time initialisation."""
 
     def __init__(self, bits: int, signed: bool, per_channel: bool = False, init: str = "mean") -> None:
@@ -81,7 +81,12 @@ class _LsqBase(nn.Module):
         if dist.is_available() and dist.is_initialized():  # one step for every rank
             dist.all_reduce(a)
             a /= dist.get_world_size()
-        self.alpha.data = a.to(self.alpha.dtype)
+        self.set_step(a)
+
+    @torch.no_grad()
+    def set_step(self, alpha: Tensor) -> None:
+        """Set the step (per-channel shape ``[C, 1, ...]``) and mark it initialised."""
+        self.alpha.data = alpha.to(self.alpha.dtype).clone()
         self.init_state.fill_(1)
         self._initialized = True
 
@@ -116,7 +121,7 @@ class _LsqBase(nn.Module):
         return f"bits={self.bits}, range=[{self.qn}, {self.qp}], per_channel={self.per_channel}, init={self.init}"
 
 
-class LsqWeight(_LsqBase):
+class LsqWeight(LsqQuantizer):
     """LSQ weights: signed, ``Qn = -2^(b-1)``, ``Qp = 2^(b-1) - 1`` (2 bits: ``{-2,-1,0,1} alpha``);
     per tensor, or per output channel with ``per_channel=True``."""
 
@@ -127,7 +132,7 @@ class LsqWeight(_LsqBase):
         return self.quantize(w)
 
 
-class LsqAct(_LsqBase):
+class LsqAct(LsqQuantizer):
     """LSQ activations, per tensor: unsigned by default (``Qn = 0``, ``Qp = 2^b - 1``), so the
     quantizer is also a clipped ReLU; ``signed=True`` gives the signed range."""
 

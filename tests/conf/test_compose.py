@@ -118,8 +118,9 @@ def _validator(primary: str):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_validates(experiment, root, monkeypatch, h):
-    """With ``debug=fast``; a teacher checkpoint that was never trained here is left out
-    (``teacher.checkpoint=null``) and data that is not on this machine skips."""
+    """With ``debug=fast``; a teacher checkpoint or source student that was never trained here
+    is left out (``teacher.checkpoint=null``, ``distill.init_student=null``) and data that is
+    not on this machine skips."""
     if DATA_DIR.is_dir():
         monkeypatch.setenv("ARCHNET_DATA", str(DATA_DIR))
     for primary in primaries_of(experiment):
@@ -127,6 +128,9 @@ def test_every_experiment_validates(experiment, root, monkeypatch, h):
         path = cfg.teacher.get("checkpoint")
         if path and not Path(path).is_file():
             cfg.teacher.checkpoint = None
+        source = cfg.get("distill", {}).get("init_student")  # a student never distilled here
+        if source and not Path(source).exists():
+            cfg.distill.init_student = None
         validate_or_skip(primary, cfg)
 
 
@@ -215,6 +219,15 @@ def tiny_overrides(experiment: str, tool: str) -> list[str]:
     return [f"++{o}" for o in TINY[kind][tool]]
 
 
+def source_experiment(experiment: str) -> str | None:
+    """The experiment whose student this one starts from (``distill.init_student``'s default,
+    ``<outputs>/<source experiment>/<run>``), or None."""
+    if target_of(experiment) != "distill":
+        return None
+    source = compose("distill", [f"experiment={experiment}"]).distill.get("init_student")
+    return Path(source).parent.name if source else None
+
+
 def skip_family_without_data(experiments: list[str], monkeypatch, root: Path) -> None:
     """Compose and check the first experiment in process: no subprocess for data we lack."""
     monkeypatch.setenv("ARCHNET_ROOT", str(root))
@@ -241,9 +254,19 @@ def test_every_experiment_runs_with_debug_fast(family, shared_root, h, monkeypat
     outputs = shared_root / "outputs"
     result = "search.json" if tool == "search" else "metrics.json"
     before = set(outputs.rglob(result))
-    proc = h.run_cli(tool, ["-m", "experiment=" + ",".join(experiments), "debug=fast", "logger=none",
+    chained = {e: source_experiment(e) for e in experiments if source_experiment(e)}
+    plain = [e for e in experiments if e not in chained]
+    proc = h.run_cli(tool, ["-m", "experiment=" + ",".join(plain), "debug=fast", "logger=none",
                             *tiny_overrides(experiments[0], tool)], shared_root, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-5000:]
+    for experiment, source in chained.items():  # after its source, from the source's run
+        runs = [p.parent for p in set(outputs.rglob(result)) - before if (p.parent / "stages").is_dir()
+                and json.loads(p.read_text())["experiment"] == source]
+        assert len(runs) == 1, (experiment, source, runs)
+        proc = h.run_cli(tool, [f"experiment={experiment}", f"distill.init_student={runs[0]}",
+                                "debug=fast", "logger=none", *tiny_overrides(experiment, tool)],
+                         shared_root, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-5000:]
     new = sorted(set(outputs.rglob(result)) - before)
     if tool == "distill":
         new = [p for p in new if (p.parent / "stages").is_dir()]

@@ -91,3 +91,45 @@ def test_export_lsq_gap_student(tmp_path) -> None:
     out = export_student(student, tmp_path, images(32), "archnet_gap", q)
     assert out["verdict"] == "pass", out["violations"]
     assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
+
+
+def test_export_channel_with_zero_bn_gain(tmp_path) -> None:
+    """A BN gain of 0 (calibration fits one to a dead teacher channel) gives the channel a zero
+    scale: its bias alone once overflowed int32 on the accumulator grid (``OverflowError``) and
+    a zero scale is no valid DequantizeLinear scale. Deployed, its codes are 0 on a unit scale."""
+    q = QuantConfig("w4a4", TensorQuantConfig("lsq", 4, per_channel=True, step_init="mse"),
+                    TensorQuantConfig("fixed", 4), logit_clip=16.0)
+    student = build_student(q, init_merge_as_add=True)
+    merge_bn = student.body[1].merge.units[0].bn
+    with torch.no_grad():
+        merge_bn.weight[3] = 0.0
+        merge_bn.bias[3] = 2.5  # the channel outputs clip(0.1 * 2.5) for every input
+    out = export_student(student, tmp_path, images(64), "archnet", q)
+    assert out["verdict"] == "pass", out["violations"]
+    assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
+    from archnet.deploy.fold import deploy_student
+
+    unit = deploy_student(student).body[1].merge.units[0]
+    assert float(unit.scale.flatten()[3]) == 1.0 and not unit.codes[3].any()
+    assert float(unit.scale.flatten().min()) > 0
+
+
+def test_export_channel_with_a_vanishing_bn_gain(tmp_path) -> None:
+    """A gain of 1e-10 (seen after distillation): the bias is over 2^31 accumulator steps, so
+    the channel is deployed as constant (codes 0, scale 1) instead of failing to export."""
+    q = QuantConfig("w2a4", TensorQuantConfig("lsq", 2, per_channel=True, step_init="mse"),
+                    TensorQuantConfig("fixed", 4), logit_clip=16.0)
+    student = build_student(q, init_merge_as_add=True)
+    unit_bn = student.body[1].main[0].bn
+    with torch.no_grad():
+        unit_bn.weight[2] = 1e-10
+        unit_bn.bias[2] = 0.03
+    out = export_student(student, tmp_path, images(64), "archnet", q, parity_images=images(256))
+    assert out["verdict"] == "pass", out["violations"]
+    assert out["ort_max_abs_diff"] < ORT_TOL and out["ort_top1_agreement"] == 1.0
+    assert out["intsim"]["top1_agreement"] == 1.0
+    from archnet.deploy.fold import deploy_student
+
+    unit = deploy_student(student).body[1].main[0]
+    assert float(unit.scale.flatten()[2]) == 1.0 and not unit.codes[2].any()
+    assert bool((unit.scale.flatten()[torch.arange(len(unit.scale.flatten())) != 2] != 1.0).all())
