@@ -74,7 +74,7 @@ tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a stud
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_folded
 
-tiny-imagenet-resnet18-progressive: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 2w4a student started from the distilled 4w4a one (progressive bits; docs/results.md)
+tiny-imagenet-resnet18-progressive: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 2w4a student started from the distilled 4w4a one (progressive bits; docs/results.md; 24 + 18 min wall with one thread on the 2-core box, other runs beside it, once the teacher exists)
 	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
 	test -f outputs/tiny_imagenet_resnet18_4w4a_preserved/make/student.pt || \

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from archnet.errors import ConfigError
-from archnet.ops.lsq import LsqQuantizer
+from archnet.ops.layers import QConv2d, QLinear
+from archnet.ops.lsq import LsqQuantizer, LsqWeight
+from archnet.ops.step_fit import output_step
 
 KEY = "distill.init_student"
 
@@ -42,8 +44,6 @@ def quantizer_state_keys(model: nn.Module) -> set[str]:
 def effective_state(source: nn.Module) -> dict[str, Tensor]:
     """``source``'s state dict with each quantized layer's ``weight`` replaced by ``q(W)``
     (eval mode) and its learned steps left out."""
-    from archnet.ops.layers import QConv2d, QLinear
-
     source.eval()
     state = {k: v for k, v in source.state_dict().items() if k not in quantizer_state_keys(source)}
     for name, m in source.named_modules():
@@ -85,10 +85,6 @@ def initialize_steps(student: nn.Module, x: Tensor, fit: str = "weights") -> int
     layers before it already quantized). Without this a step waits for the first stage that
     trains its layer, and the per-stage agreement of a copied student would be computed with
     a head whose step is still 1 (every weight code 0). Returns how many steps were set."""
-    from archnet.ops.layers import QConv2d, QLinear
-    from archnet.ops.lsq import LsqWeight
-    from archnet.ops.step_fit import output_step
-
     if fit not in STEP_FITS:
         raise ConfigError("distill.init_student_steps", fit, STEP_FITS)
     fresh = [m for m in student.modules() if isinstance(m, LsqQuantizer) and not bool(m.init_state)]
