@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from archnet.errors import ConfigError, exit_bad_input, find_config_error
@@ -77,16 +77,7 @@ def precheck(config_name: str, argv: list[str], validate: Callable[[DictConfig],
                 validate(cfg)
             except (OmegaConfBaseException, InstantiationException) as e:
                 raise _as_config_error(e) from None
-            check_no_missing(cfg)
     GlobalHydra.instance().clear()
-
-
-def check_no_missing(cfg: DictConfig) -> None:
-    """A mandatory value (``???``) the command line left unset is bad input: ``cfg.get`` would
-    read it as ``None`` and the run would silently go on without it."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(missing[0], "???", f"a value on the command line ({missing[0]}=...)")
 
 
 def _as_config_error(exc: Exception) -> ConfigError:

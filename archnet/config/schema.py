@@ -189,3 +189,17 @@ def validate_distill(cfg: DictConfig) -> None:
         from archnet.distill.init_student import source_run
 
         source_run(cfg.distill.init_student)
+    check_no_missing(cfg)
+
+
+def check_no_missing(cfg: DictConfig) -> None:
+    """A mandatory value (``???``) left unset is bad input: ``cfg.get`` reads it as ``None``,
+    and a run would go on without it (e.g. ``student=searched`` without a topology)."""
+    missing = []
+    for node in (k for k in cfg if k != "hydra"):  # Hydra's own node has interpolations to ???
+        if OmegaConf.is_missing(cfg, node):
+            missing.append(str(node))
+        elif isinstance(cfg[node], DictConfig):
+            missing += sorted(f"{node}.{k}" for k in OmegaConf.missing_keys(cfg[node]))
+    if missing:
+        raise ConfigError(missing[0], "???", f"a value on the command line ({missing[0]}=...)")
