@@ -41,14 +41,10 @@ def output_step(layer: QConv2d | QLinear, x: Tensor, candidates: int = OUTPUT_CA
                           (-w).amax(dims, keepdim=True).clamp_min(0) / -q.qn).clamp_min(1e-8)
     ref = _apply(layer, x, w)
     out_dims = tuple(d for d in range(ref.dim()) if d != 1) if q.per_channel else tuple(range(ref.dim()))
-    best, best_err = s_max, None
+    best, best_err = s_max, torch.full_like(s_max, float("inf"))
     for k in range(1, candidates + 1):
         s = s_max * (k / candidates)
         err = (_apply(layer, x, torch.round(torch.clamp(w / s, q.qn, q.qp)) * s) - ref).pow(2).sum(out_dims)
-        err = err.view(best.shape)
-        if best_err is None:
-            best, best_err = s, err
-        else:
-            better = err < best_err
-            best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
+        better = err.view(best.shape) < best_err
+        best, best_err = torch.where(better, s, best), torch.where(better, err.view(best.shape), best_err)
     return best if q.per_channel else best.reshape(())

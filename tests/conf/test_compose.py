@@ -254,7 +254,7 @@ def test_every_experiment_runs_with_debug_fast(family, shared_root, h, monkeypat
     outputs = shared_root / "outputs"
     result = "search.json" if tool == "search" else "metrics.json"
     before = set(outputs.rglob(result))
-    chained = {e: source_experiment(e) for e in experiments if source_experiment(e)}
+    chained = {e: source for e in experiments if (source := source_experiment(e))}
     plain = [e for e in experiments if e not in chained]
     proc = h.run_cli(tool, ["-m", "experiment=" + ",".join(plain), "debug=fast", "logger=none",
                             *tiny_overrides(experiments[0], tool)], shared_root, timeout=3600)
