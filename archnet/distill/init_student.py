@@ -45,7 +45,8 @@ def effective_state(source: nn.Module) -> dict[str, Tensor]:
     """``source``'s state dict with each quantized layer's ``weight`` replaced by ``q(W)``
     (eval mode) and its learned steps left out."""
     source.eval()
-    state = {k: v for k, v in source.state_dict().items() if k not in quantizer_state_keys(source)}
+    steps = quantizer_state_keys(source)
+    state = {k: v for k, v in source.state_dict().items() if k not in steps}
     for name, m in source.named_modules():
         if isinstance(m, (QConv2d, QLinear)):
             state[f"{name}.weight"] = m.quantized_weight().detach().clone()

@@ -13,13 +13,15 @@ weights): ``init="mean"`` (the paper's) sets ``2 mean|x| / sqrt(Qp)``; ``init="m
 of :data:`MSE_CANDIDATES` evenly spaced ones in ``(0, s_max]`` (``s_max``: the smallest step
 that clips nothing) with the least ``sum (x - q(x))^2``, so one large entry among many small
 ones (an identity tap next to conv weights) is not clipped. The ``init_state`` buffer records
-it, so a reloaded model keeps its steps and never re-initialises. Under ``torch.distributed`` the initial step
-is averaged over ranks. A per-channel step takes its ``[C, 1, ...]`` shape at that first
-forward (or when a checkpoint is loaded), so initialise before wrapping the model in DDP.
+it, so a reloaded model keeps its steps and never re-initialises. Under ``torch.distributed``
+the initial step is averaged over ranks. A per-channel step takes its ``[C, 1, ...]`` shape at
+that first forward (or when a checkpoint is loaded), so initialise before wrapping the model
+in DDP.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,22 +35,36 @@ from archnet.ops.ste import grad_scale, round_ste
 MSE_CANDIDATES = 100
 
 
+def clip_free_step(x: Tensor, dims: tuple[int, ...], keepdim: bool, qn: int, qp: int) -> Tensor:
+    """``s_max = max(max(x) / Qp, max(-x) / -Qn)`` over ``dims`` (the last term only when
+    signed), at least 1e-8: the smallest step that clips nothing."""
+    s_max = x.amax(dims, keepdim=keepdim).clamp_min(0) / qp
+    if qn < 0:
+        s_max = torch.maximum(s_max, (-x).amax(dims, keepdim=keepdim).clamp_min(0) / -qn)
+    return s_max.clamp_min(1e-8)
+
+
+def least_error_step(s_max: Tensor, error: Callable[[Tensor], Tensor], candidates: int) -> Tensor:
+    """Elementwise ``argmin_s error(s)`` over ``s = (k / K) s_max``, ``k = 1..K``; ``error``
+    maps a step tensor to errors of the same shape."""
+    best, best_err = s_max, torch.full_like(s_max, float("inf"))
+    for k in range(1, candidates + 1):
+        s = s_max * (k / candidates)
+        err = error(s)
+        better = err < best_err
+        best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
+    return best
+
+
 @torch.no_grad()
 def mse_step(x: Tensor, dims: tuple[int, ...], keepdim: bool, qn: int, qp: int,
              candidates: int = MSE_CANDIDATES) -> Tensor:
     """``argmin_s sum_dims (x - s round(clip(x / s, Qn, Qp)))^2`` over ``s = (k / K) s_max``,
-    ``k = 1..K``, ``s_max = max(max(x) / Qp, max(-x) / -Qn)`` (the last term only when signed)."""
-    s_max = x.amax(dims, keepdim=keepdim).clamp_min(0) / qp
-    if qn < 0:
-        s_max = torch.maximum(s_max, (-x).amax(dims, keepdim=keepdim).clamp_min(0) / -qn)
-    s_max = s_max.clamp_min(1e-8)
-    best, best_err = s_max, torch.full_like(s_max, float("inf"))
-    for k in range(1, candidates + 1):
-        s = s_max * (k / candidates)
-        err = (x - torch.round(torch.clamp(x / s, qn, qp)) * s).pow(2).sum(dims, keepdim=keepdim)
-        better = err < best_err
-        best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
-    return best
+    ``k = 1..K``, ``s_max`` the clip-free step (:func:`clip_free_step`)."""
+    def error(s: Tensor) -> Tensor:
+        return (x - torch.round(torch.clamp(x / s, qn, qp)) * s).pow(2).sum(dims, keepdim=keepdim)
+
+    return least_error_step(clip_free_step(x, dims, keepdim, qn, qp), error, candidates)
 
 
 class LsqQuantizer(nn.Module):

@@ -6,7 +6,7 @@ so their errors add up coherently. :func:`output_step` picks, per output channel
 with the least *output* error on a batch:
 
 ``argmin_s sum_{n,y,x} (layer(x; q_s(W)) - layer(x; W))^2_c`` over ``s = (k / K) s_max``,
-``k = 1..K`` (``s_max``: the clip-free step, as in ``mse_step``); one step for the whole
+``k = 1..K`` (``s_max``: the clip-free step, :func:`~archnet.ops.lsq.clip_free_step`); one step for the whole
 tensor when the quantizer is per tensor. Used where real inputs are at hand: the start of a
 student copied from another run (``distill.init_student_steps=outputs``).
 """
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archnet.ops.layers import QConv2d, QLinear
-from archnet.ops.lsq import LsqWeight
+from archnet.ops.lsq import LsqWeight, clip_free_step, least_error_step
 
 OUTPUT_CANDIDATES = 50
 
@@ -37,14 +37,13 @@ def output_step(layer: QConv2d | QLinear, x: Tensor, candidates: int = OUTPUT_CA
         raise TypeError(f"output_step needs an LSQ weight quantizer, not {type(q).__name__}")
     w = layer.weight.detach()
     dims = tuple(range(1, w.dim())) if q.per_channel else tuple(range(w.dim()))
-    s_max = torch.maximum(w.amax(dims, keepdim=True).clamp_min(0) / q.qp,
-                          (-w).amax(dims, keepdim=True).clamp_min(0) / -q.qn).clamp_min(1e-8)
+    s_max = clip_free_step(w, dims, True, q.qn, q.qp)
     ref = _apply(layer, x, w)
     out_dims = tuple(d for d in range(ref.dim()) if d != 1) if q.per_channel else tuple(range(ref.dim()))
-    best, best_err = s_max, torch.full_like(s_max, float("inf"))
-    for k in range(1, candidates + 1):
-        s = s_max * (k / candidates)
-        err = (_apply(layer, x, torch.round(torch.clamp(w / s, q.qn, q.qp)) * s) - ref).pow(2).sum(out_dims)
-        better = err.view(best.shape) < best_err
-        best, best_err = torch.where(better, s, best), torch.where(better, err.view(best.shape), best_err)
+
+    def error(s: Tensor) -> Tensor:
+        wq = torch.round(torch.clamp(w / s, q.qn, q.qp)) * s
+        return (_apply(layer, x, wq) - ref).pow(2).sum(out_dims).view(s_max.shape)
+
+    best = least_error_step(s_max, error, candidates)
     return best if q.per_channel else best.reshape(())
