@@ -1,10 +1,10 @@
 """Parameters and MACs of each teacher family and its Arch-Net student (deploy, float).
 
 Usage: python scripts/complexity_table.py [--size 224] [--head gap|flatten] [--dense]
-       [--fold-add] [--stem-strides 2] [--families resnet18 resnet34]
+       [--fold-add] [--stem-strides 2] [--inner-width 0.5] [--families resnet18 resnet34]
 Prints a markdown table (for docs/results.md); counts are exact hook counts on the meta
-device (no weights, no data). ``--fold-add`` and ``--stem-strides`` set the ResNet rules
-``student.fold_add`` and ``student.stem_strides``.
+device (no weights, no data). ``--fold-add``, ``--stem-strides`` and ``--inner-width`` set the
+ResNet rules ``student.fold_add``, ``student.stem_strides`` and ``student.inner_width``.
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ def main() -> None:
     ap.add_argument("--fold-add", action="store_true", help="ResNets: student.fold_add=true")
     ap.add_argument("--stem-strides", type=int, nargs="+", default=list(PAPER_STEM_STRIDES),
                     help="ResNets: student.stem_strides (default: the reference's 1 1 2)")
+    ap.add_argument("--inner-width", type=float, default=1.0, help="ResNets: student.inner_width")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     args = ap.parse_args()
-    options = {"fold_add": args.fold_add, "stem_strides": tuple(args.stem_strides)}
+    options = {"fold_add": args.fold_add, "stem_strides": tuple(args.stem_strides),
+               "inner_width": args.inner_width}
     rows = complexity_table(args.families, args.size, head=args.head, depthwise=not args.dense,
                             resnet_options=options)
     print("| model | teacher params | teacher MACs | student params | student MACs | MACs ratio |")

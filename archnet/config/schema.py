@@ -39,6 +39,7 @@ class DistillSection:
     limit_stages: int | None = None  # smoke runs: only this many stages (first, last, spread)
     feature_units: str = "raw"  # raw | bn (checked by archnet.distill.build.feature_scale)
     calibrate_images: int = 0  # BN calibration at the start (checked by archnet.distill.build.check_calibration)
+    calibrate_refit: bool = False  # with it, least-squares merge weights (archnet.convert.calibrate.refit_conv)
     init_student: str | None = None  # a finished run whose student this one starts from (archnet.distill.init_student)
     init_student_steps: str = "weights"  # weights | outputs: how its LSQ steps start (archnet.distill.init_student)
 
@@ -183,6 +184,10 @@ def validate_distill(cfg: DictConfig) -> None:
     feature_scale(cfg)
     teacher = meta_teacher(cfg)
     check_calibration(cfg, teacher)
+    if cfg.student.get("_target_") == "archnet.convert.resnet.convert_resnet":
+        from archnet.convert.resnet import check_inner_width
+
+        check_inner_width(cfg.student.get("inner_width", 1.0), cfg.student.get("inner_divisor", 4))
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)
     if cfg.distill.get("init_student"):  # the topology is checked once the student exists

@@ -27,6 +27,12 @@ same place by per-channel least squares, ``z ~ A y + B`` with ``A = cov(y, z) / 
 the student's bias shift, or ``u`` for a merge), and writes it as running statistics
 ``(mean(y), var(y))``, ``gamma = A sqrt(var(y) + eps)``, ``beta = A mean(y) + B``: eval mode then
 computes ``A y + B``, and training mode (batch statistics) about the same.
+
+With ``refit`` it first re-solves the weights of every merge conv, and of every main conv
+that reads pruned channels (``student.inner_width``), by ridge least squares on the same
+batch (:func:`refit_conv`): what the rules' initialisation cannot carry (the channels a
+pruned block dropped, the off-diagonal blocks a sliced merge lost, the clipping of the
+student's activations) is then fitted, not only scaled.
 """
 from __future__ import annotations
 
@@ -112,22 +118,62 @@ def fit_unit(unit: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     return torch.cat(outs, 1)
 
 
-def _bias_shift(unit: nn.Module, teacher_bn: nn.BatchNorm2d) -> Tensor:
+@torch.no_grad()
+def refit_conv(conv: nn.Conv2d, x: Tensor, target: Tensor, ridge: float = 1e-3, chunk: int = 64) -> None:
+    """``W <- argmin |conv_W(x) - target|^2 + lam |W - W_0|^2`` over centred patches (the BN after
+    the conv absorbs offsets): ``(G + lam I) W^T = C + lam W_0^T`` with ``G`` the patch covariance,
+    ``C`` the patch-target covariance (sums over every output position), ``lam = ridge
+    tr(G) / d``. A learned weight step (LSQ) is then re-initialised on the new weights."""
+    if conv.groups != 1:
+        raise ValueError("refit_conv needs a dense conv")
+    w0 = conv.weight.detach().double().reshape(conv.out_channels, -1)
+    d = w0.shape[1]
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    cross = torch.zeros(d, conv.out_channels, dtype=torch.float64)
+    sum_p = torch.zeros(d, dtype=torch.float64)
+    sum_t = torch.zeros(conv.out_channels, dtype=torch.float64)
+    n = 0
+    for xb, tb in zip(x.split(chunk), target.split(chunk)):
+        p = F.unfold(xb.double(), conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+        p = p.transpose(1, 2).reshape(-1, d)
+        t = tb.double().flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)
+        gram += p.T @ p
+        cross += p.T @ t
+        sum_p += p.sum(0)
+        sum_t += t.sum(0)
+        n += len(p)
+    mu_p, mu_t = sum_p / n, sum_t / n
+    gram -= n * torch.outer(mu_p, mu_p)
+    cross -= n * torch.outer(mu_p, mu_t)
+    lam = ridge * float(gram.diagonal().mean().clamp_min(1e-12))
+    w = torch.linalg.solve(gram + lam * torch.eye(d, dtype=torch.float64), cross + lam * w0.T).T
+    conv.weight.copy_(w.reshape_as(conv.weight).to(conv.weight.dtype))
+    quantizer = getattr(conv, "weight_quantizer", None)
+    if hasattr(quantizer, "initialize_step"):
+        quantizer.initialize_step(conv.weight)
+
+
+def _bias_shift(unit: nn.Module, teacher_bias: Tensor) -> Tensor:
     """The student's BN bias minus the teacher's (a :func:`shift_preadd` shift, else 0)."""
     bias = torch.cat([bn.bias for bn in output_bns(unit)])
-    return (bias - teacher_bn.bias).view(1, -1, 1, 1)
+    return (bias - teacher_bias).view(1, -1, 1, 1)
 
 
 @torch.no_grad()
-def _calibrate_block(tb: BasicBlock | Bottleneck, sb: ArchBlock, h_t: Tensor, h_s: Tensor
-                     ) -> tuple[Tensor, Tensor, float]:
+def _calibrate_block(tb: BasicBlock | Bottleneck, sb: ArchBlock, h_t: Tensor, h_s: Tensor,
+                     refit: bool = False) -> tuple[Tensor, Tensor, float]:
     convs = [(tb.conv1, tb.bn1), (tb.conv2, tb.bn2)] + ([(tb.conv3, tb.bn3)] if isinstance(tb, Bottleneck) else [])
     if sb.merge is None or len(sb.main) not in (len(convs), len(convs) - 1):
         raise ValueError("calibrate_student needs blocks converted with a concat merge")
     t, s = h_t, h_s
-    for (conv, bn), unit in zip(convs, sb.main):
+    for i, ((conv, bn), unit) in enumerate(zip(convs, sb.main)):
         z = bn(conv(t))
-        s = fit_unit(unit, s, z + _bias_shift(unit, bn))
+        # a pruned unit (student.inner_width) holds the kept channels of the teacher's tensor
+        kept = sb.inner_kept[i] if i < len(sb.inner_kept) else slice(None)
+        target = z[:, kept] + _bias_shift(unit, bn.bias[kept])
+        if refit and 0 < i <= len(sb.inner_kept) and hasattr(unit, "conv"):  # reads pruned channels
+            refit_conv(unit.conv, s, target)
+        s = fit_unit(unit, s, target)
         t = F.relu(z)
     if len(sb.main) < len(convs):  # fold_add: the merge is the last conv, fed h_{n-1}
         conv, bn = convs[-1]
@@ -135,11 +181,13 @@ def _calibrate_block(tb: BasicBlock | Bottleneck, sb: ArchBlock, h_t: Tensor, h_
     short_t = h_t if tb.downsample is None else tb.downsample(h_t)
     short_s = h_s
     if sb.shortcut is not None:
-        short_s = fit_unit(sb.shortcut, h_s, short_t + _bias_shift(sb.shortcut, tb.downsample[1]))
+        short_s = fit_unit(sb.shortcut, h_s, short_t + _bias_shift(sb.shortcut, tb.downsample[1].bias))
     u = z + short_t  # the teacher's pre-ReLU sum
     merge, n = sb.merge, sb.merge.n_slices
     outs, pre = [], []
     for unit, m, sc, ug in zip(merge.units, s.chunk(n, 1), short_s.chunk(n, 1), u.chunk(n, 1)):
+        if refit:
+            refit_conv(unit.conv, torch.cat([m, sc], 1), ug)
         y = unit.conv(torch.cat([m, sc], 1))
         fit_bn(unit.bn, y, ug)
         pre.append(unit.bn(y))
@@ -149,8 +197,9 @@ def _calibrate_block(tb: BasicBlock | Bottleneck, sb: ArchBlock, h_t: Tensor, h_
 
 
 @torch.no_grad()
-def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor) -> list[float]:
-    """Fit every BN of ``student`` on the batch ``x`` (module docstring). A ``small`` stem's unit
+def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor, refit: bool = False) -> list[float]:
+    """Fit every BN of ``student`` on the batch ``x`` (and with ``refit`` the weights of the merge
+    convs and of convs reading pruned channels; module docstring). A ``small`` stem's unit
     is fitted to the teacher's; the three random units of an ``imagenet`` stem only get the
     batch's statistics. One training-mode forward first lets LSQ quantizers take their initial
     steps (running statistics are all rewritten afterwards). Returns, per block, the relative
@@ -173,7 +222,7 @@ def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor) -> li
             h_s = student.stem(x)
         errors = []
         for (_, tb), (_, sb) in zip(teacher.blocks(), student.blocks()):
-            h_t, h_s, err = _calibrate_block(tb, sb, h_t, h_s)
+            h_t, h_s, err = _calibrate_block(tb, sb, h_t, h_s, refit)
             errors.append(err)
     finally:
         student.train(was_training)

@@ -22,6 +22,11 @@
   ``bn(conv(h_{n-1})) + shortcut`` (:func:`archnet.convert.weights.init_folded_merge`), so the
   signed pre-add tensor is never materialised and a basic block costs 1.5x its teacher's
   MACs instead of 2x. The block's taps lose the last conv's (``conv2`` / ``conv3``);
+* ``inner_width=f < 1`` (archnet's, 1 by default): each block's inner channels (the outputs of
+  every conv but the last) are cut to ``f`` of the teacher's (rounded to a multiple of
+  ``inner_divisor``, 4: aligned slices of a folded merge need even widths), the most important kept
+  (:mod:`archnet.convert.prune`); the block loses the taps of the pruned convs, whose
+  widths no longer match the teacher's;
 * ``stem_strides`` (``imagenet`` stem): the strides of the random 3x3 units before the 2x2
   max-pool; ``(1, 1, 2)`` is the reference's (2.40 GMACs at 224 px, the teacher's 7x7 stem
   0.12), ``(2,)`` 0.02 GMACs.
@@ -35,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from archnet.convert.calibrate import shift_folded_shortcut, shift_preadd
+from archnet.convert.prune import prune_inner
 from archnet.convert.weights import init_folded_merge, init_merge_as_add, load_bn, load_conv_as_3x3
 from archnet.errors import ConfigError
 from archnet.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -103,13 +109,21 @@ def _unit_from(conv: nn.Conv2d, bn: nn.BatchNorm2d, quant: QuantConfig, init: bo
 def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool = True,
                   fill: float = 0.0, max_in_channels: int = 512,
                   merge_as_add: bool = False, init_split: bool = False,
-                  layer2_bug: bool = False, fold_add: bool = False) -> ArchBlock:
+                  layer2_bug: bool = False, fold_add: bool = False,
+                  inner_width: float = 1.0, inner_divisor: int = 4) -> ArchBlock:
     """One residual block -> main units (one per teacher conv) + shortcut + concat merge.
 
     ``layer2_bug``: no merge and no shortcut; the last main unit is the block output.
     ``fold_add``: no unit for the last conv; the merge is that conv over
     ``concat[h_{n-1}, shortcut]`` (module docstring).
+    ``inner_width < 1``: the block's inner channels pruned first (to multiples of
+    ``inner_divisor``); only taps whose width is the teacher's are kept.
     """
+    kept = None
+    if inner_width < 1:
+        if layer2_bug:
+            raise ConfigError("student.inner_width", inner_width, "1.0 with student.r50_layer2_bug=true")
+        block, kept = prune_inner(block, inner_width, inner_divisor)
     convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
     if isinstance(block, Bottleneck):
         convs.append((block.conv3, block.bn3))
@@ -130,12 +144,22 @@ def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool
         if init:
             init_folded_merge(merge.units, conv, bn)
         suffixes = (*block.tap_suffixes[:-2], block.tap_suffixes[-1])
-        return ArchBlock(main, suffixes, tap_points=list(range(n + 1)), shortcut=shortcut, merge=merge)
+        full_width = 1 if inner_width < 1 else None  # only the merge output
+        return ArchBlock(main, *_last_taps(suffixes, n + 1, full_width), shortcut=shortcut, merge=merge,
+                         inner_kept=kept)
     merge = ConcatMerge(main_ch, short_ch, main_ch, quant, max_in_channels)
     if merge_as_add:
         init_merge_as_add(merge.units, main_ch, short_ch)
-    return ArchBlock(main, block.tap_suffixes, tap_points=list(range(n + 1)),
-                     shortcut=shortcut, merge=merge)
+    full_width = 2 if inner_width < 1 else None  # the last conv's unit and the merge output
+    return ArchBlock(main, *_last_taps(block.tap_suffixes, n + 1, full_width),
+                     shortcut=shortcut, merge=merge, inner_kept=kept)
+
+
+def _last_taps(suffixes: Sequence[str], n_internal: int,
+               keep: int | None) -> tuple[tuple[str, ...], list[int]]:
+    """Tap suffixes with their internal indices ``0..n_internal-1``: all, or the last ``keep``."""
+    keep = n_internal if keep is None else keep
+    return tuple(suffixes[-keep:]), list(range(n_internal))[-keep:]
 
 
 def block_out_channels(block: BasicBlock | Bottleneck) -> int:
@@ -173,9 +197,11 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                    init_head_from_teacher: bool = True, init_split_from_teacher: bool = False,
                    r50_layer2_bug: bool = False, init_preadd_shift: float = 0.0,
                    fold_add: bool = False,
-                   stem_strides: Sequence[int] = PAPER_STEM_STRIDES) -> ArchNetStudent:
+                   stem_strides: Sequence[int] = PAPER_STEM_STRIDES,
+                   inner_width: float = 1.0, inner_divisor: int = 4) -> ArchNetStudent:
     """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
     quant = quant or QuantConfig()
+    check_inner_width(inner_width, inner_divisor)
     if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (
             (init_merge_as_add or fold_add) and init_from_teacher)):
         raise ConfigError("student.init_preadd_shift", init_preadd_shift,
@@ -187,7 +213,8 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
         try:
             blocks.append((name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
                                                init_merge_as_add, init_split_from_teacher,
-                                               r50_layer2_bug and _is_r50_layer2(name, b), fold_add)))
+                                               r50_layer2_bug and _is_r50_layer2(name, b), fold_add,
+                                               inner_width, inner_divisor)))
         except ConfigError:
             raise
         except ValueError as e:  # a folded conv that cannot be sliced under max_in_channels
@@ -209,6 +236,14 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
             else:
                 shift_preadd(block, init_preadd_shift, activation_scale(quant.act))
     return ArchNetStudent(stem, blocks, student_head)
+
+
+def check_inner_width(inner_width: object, inner_divisor: object) -> None:
+    """``student.inner_width`` in (0, 1] and ``student.inner_divisor`` a positive integer."""
+    if isinstance(inner_width, bool) or not isinstance(inner_width, (int, float)) or not 0 < inner_width <= 1:
+        raise ConfigError("student.inner_width", inner_width, "a number in (0, 1]")
+    if isinstance(inner_divisor, bool) or not isinstance(inner_divisor, int) or inner_divisor < 1:
+        raise ConfigError("student.inner_divisor", inner_divisor, "a positive integer")
 
 
 def _is_r50_layer2(name: str, block: nn.Module) -> bool:

@@ -49,8 +49,8 @@ def init_folded_merge(merge_units: nn.ModuleList, conv: nn.Conv2d, bn: nn.BatchN
     """Make each concat unit compute ``bn(conv(h)) + s`` from ``concat[h, s]`` (eval mode, before
     its activation): weights ``[W gamma / sigma ; I]`` (``sigma = sqrt(var + eps)``; a 1x1 ``W``
     and the identity at the centre tap), BN the identity plus bias ``b - gamma mu / sigma``.
-    Sliced units (equal widths) get the diagonal blocks of ``W``: slice ``i`` of the output
-    reads slice ``i`` of ``h`` only, as the authors' sliced merge does."""
+    Sliced units get the diagonal blocks of ``W``: slice ``i`` of the output reads slice ``i``
+    of ``h`` only, as the authors' sliced merge does."""
     scale = bn.weight / (bn.running_var + bn.eps).sqrt()
     folded = conv.weight * scale.view(-1, 1, 1, 1)
     bias = bn.bias - bn.running_mean * scale

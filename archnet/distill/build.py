@@ -168,7 +168,8 @@ def calibrate_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, d
     n = check_calibration(cfg, teacher)
     if not n:
         return []
-    return calibrate(student, teacher, seeded_images(cfg, dm, task, n))
+    return calibrate(student, teacher, seeded_images(cfg, dm, task, n),
+                     refit=bool(cfg.distill.get("calibrate_refit", False)))
 
 
 def start_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: Any,

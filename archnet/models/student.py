@@ -24,13 +24,15 @@ class ArchBlock(TapBlock):
     (a ``[C, 1, 1]`` buffer, ``None`` unless set by :func:`archnet.convert.calibrate.shift_preadd`) is
     subtracted from ``h_n`` where ``h_n`` is *tapped*: ``h_n`` carries a signed pre-add tensor
     shifted up by it so the unsigned activation keeps its negative part; the merge, which
-    sees ``h_n`` itself, removes the shift.
+    sees ``h_n`` itself, removes the shift. ``inner_kept`` (conversion only, not saved): for
+    main units built from a teacher conv with pruned outputs, the teacher channels they hold.
     """
 
     def __init__(self, main: Sequence[nn.Module], tap_suffixes: Sequence[str],
                  tap_points: Sequence[int], shortcut: nn.Module | None = None,
-                 merge: nn.Module | None = None) -> None:
+                 merge: nn.Module | None = None, inner_kept: Sequence[Tensor] | None = None) -> None:
         super().__init__()
+        self.inner_kept = list(inner_kept or [])
         self.main = nn.ModuleList(main)
         self.shortcut = shortcut
         self.merge = merge

@@ -99,6 +99,10 @@ class LsqQuantizer(nn.Module):
             a /= dist.get_world_size()
         self.set_step(a)
 
+    def initialize_step(self, x: Tensor) -> None:
+        """Set the step from ``x`` now, as the first training forward would (``init`` rule)."""
+        self._initialize(x)
+
     @torch.no_grad()
     def set_step(self, alpha: Tensor) -> None:
         """Set the step (per-channel shape ``[C, 1, ...]``) and mark it initialised."""

@@ -29,24 +29,31 @@ class ConvUnit(nn.Sequential):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
 
+def concat_slices(main_ch: int, short_ch: int, out_ch: int, max_in_channels: int) -> int:
+    """The fewest slices ``n`` of a concat conv ``main_ch + short_ch -> out_ch`` such that each
+    slice reads at most ``max_in_channels`` (``(main_ch + short_ch) / n``) and every width
+    divides by ``n``; slice ``i`` reads slice ``i`` of both parts and writes output slice ``i``,
+    so the shortcut must be as wide as the output (``ValueError`` otherwise)."""
+    if main_ch + short_ch <= max_in_channels:
+        return 1
+    if short_ch == out_ch:
+        for n in range(-(-(main_ch + short_ch) // max_in_channels), out_ch + 1):
+            if main_ch % n == short_ch % n == out_ch % n == 0:
+                return n
+    raise ValueError(f"cannot slice a concat of {main_ch}+{short_ch}->{out_ch} channels under "
+                     f"max_in_channels={max_in_channels}: slicing needs a shortcut as wide as the "
+                     "output and widths that divide into slices")
+
+
 class ConcatMerge(nn.Module):
-    """``CBRQ(concat[main, shortcut])``, sliced so no unit sees more than ``max_in_channels``."""
+    """``CBRQ(concat[main, shortcut])``, sliced (:func:`concat_slices`) so no unit sees more
+    than ``max_in_channels``."""
 
     def __init__(self, main_ch: int, short_ch: int, out_ch: int, quant: QuantConfig | None,
                  max_in_channels: int = 512) -> None:
         super().__init__()
         self.main_ch, self.short_ch = main_ch, short_ch
-        if main_ch + short_ch <= max_in_channels:
-            self.n_slices = 1
-        else:
-            if not (main_ch == short_ch == out_ch):
-                raise ValueError(
-                    f"cannot slice a concat of {main_ch}+{short_ch}->{out_ch} channels under "
-                    f"max_in_channels={max_in_channels}: slicing needs equal widths")
-            half = max_in_channels // 2
-            if out_ch % half:
-                raise ValueError(f"{out_ch} channels do not split into slices of {half}")
-            self.n_slices = out_ch // half
+        self.n_slices = concat_slices(main_ch, short_ch, out_ch, max_in_channels)
         sm, ss, so = (c // self.n_slices for c in (main_ch, short_ch, out_ch))
         self.units = nn.ModuleList(ConvUnit(sm + ss, so, 1, quant) for _ in range(self.n_slices))
 

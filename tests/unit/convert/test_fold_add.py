@@ -84,12 +84,16 @@ def test_calibrated_folded_student_computes_the_teacher_on_new_inputs() -> None:
     assert_calibrated_student_is_the_teacher(student, teacher)
 
 
-def test_fold_that_cannot_slice_is_a_config_error() -> None:
-    """A bottleneck's last conv sees ``width`` channels next to a ``4 width`` shortcut: unequal
-    widths cannot be cut into aligned slices."""
-    teacher = teacher_of("bottleneck")  # layer1.0: 8 + 32 inputs
+def test_fold_slices_a_narrow_h_next_to_a_wide_shortcut() -> None:
+    """A bottleneck's last conv sees ``width`` channels next to a ``4 width`` shortcut: each
+    aligned slice reads a slice of both (8 + 32 -> 2 slices of 4 + 16); where no slice count
+    divides every width under the limit, it is a config error."""
+    teacher = teacher_of("bottleneck")  # layer1.0: 8 + 32 inputs, layer2.0: 16 + 64
+    student = convert_resnet(teacher, QuantConfig(), SHAPE, fold_add=True, max_in_channels=32)
+    merges = {name: [u.conv.in_channels for u in b.merge.units] for name, b in student.blocks()}
+    assert merges == {"layer1.0": [20, 20], "layer2.0": [20, 20, 20, 20]}
     with pytest.raises(ConfigError, match=r"student\.fold_add=True.*block layer1\.0.*8\+32"):
-        convert_resnet(teacher, QuantConfig(), SHAPE, fold_add=True, max_in_channels=32)
+        convert_resnet(teacher, QuantConfig(), SHAPE, fold_add=True, max_in_channels=4)
 
 
 @pytest.mark.parametrize("strides", [(2,), (2, 1), (1, 2), (1, 1, 2)])
