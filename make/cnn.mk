@@ -82,6 +82,14 @@ tiny-imagenet-resnet18-progressive: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 2w4a
 	    hydra.run.dir=outputs/tiny_imagenet_resnet18_4w4a_preserved/make
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_2w4a_progressive
 
+tiny-imagenet-resnet18-thin: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 4w4a and 2w4a students below the teacher's MACs (0.97x; folded adds, 40 % inner channels; docs/results.md; 11 + 15 min wall with one thread on the 2-core box, other runs beside it, once the teacher exists)
+	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	test -f outputs/tiny_imagenet_resnet18_4w4a_thin/make/student.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_4w4a_thin \
+	    hydra.run.dir=outputs/tiny_imagenet_resnet18_4w4a_thin/make
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_2w4a_thin_progressive
+
 tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
 	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
 	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet34
@@ -124,6 +132,8 @@ tiny-imagenet-mobilenet_v2: $(STAMP) ## Tiny-ImageNet-200 MobileNetV2 family: te
 	tiny-imagenet-resnet18-calibrated \
 	tiny-imagenet-resnet18-preserved \
 	tiny-imagenet-resnet18-folded \
+	tiny-imagenet-resnet18-progressive \
+	tiny-imagenet-resnet18-thin \
 	tiny-imagenet-resnet34 \
 	tiny-imagenet-resnet50 \
 	tiny-imagenet-mobilenet_v1 \
