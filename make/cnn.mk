@@ -10,6 +10,17 @@ IMAGENET_ARGS = data.module.root=$(DATA) trainer.devices=$(GPUS) distill.batch_s
 need-data = $(if $(DATA),,$(error DATA=/path/to/imagenet (train/ and val/ class folders) is required))
 need-weights = $(if $(WEIGHTS),,$(error WEIGHTS=/path/to/mobilenet_v1 state dict is required: torchvision has none))
 
+# $(call from-source,<source>,<experiment>): the Tiny-ImageNet ResNet-18 teacher if missing, the
+# source experiment into outputs/<source>/make if missing, then the experiment, whose
+# distill.init_student defaults to that run (progressive bits)
+define from-source
+test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
+	test -f outputs/$(1)/make/student.pt || \
+	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=$(1) hydra.run.dir=outputs/$(1)/make
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=$(2)
+endef
+
 reproduce-imagenet-resnet18-fp32: $(STAMP) ## ImageNet ResNet-18 float Arch-Net; the paper's 32w32a row is its teacher (69.76); DATA=... [GPUS=8]
 	$(need-data)
 	$(BIN)/archnet-distill experiment=archnet_resnet18_fp32_imagenet $(IMAGENET_ARGS)
@@ -75,20 +86,10 @@ tiny-imagenet-resnet18-folded: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 8w8a stud
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_8w8a_folded
 
 tiny-imagenet-resnet18-progressive: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 2w4a student started from the distilled 4w4a one (progressive bits; docs/results.md; 24 + 18 min wall with one thread on the 2-core box, other runs beside it, once the teacher exists)
-	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
-	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
-	test -f outputs/tiny_imagenet_resnet18_4w4a_preserved/make/student.pt || \
-	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_4w4a_preserved \
-	    hydra.run.dir=outputs/tiny_imagenet_resnet18_4w4a_preserved/make
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_2w4a_progressive
+	$(call from-source,tiny_imagenet_resnet18_4w4a_preserved,tiny_imagenet_resnet18_2w4a_progressive)
 
 tiny-imagenet-resnet18-thin: $(STAMP) ## Tiny-ImageNet-200 ResNet-18 4w4a and 2w4a students below the teacher's MACs (0.97x; folded adds, 40 % inner channels; docs/results.md; 11 + 15 min wall with one thread on the 2-core box, other runs beside it, once the teacher exists)
-	test -f $(TEACHERS)/resnet18_tiny_imagenet200_32px_seed0.pt || \
-	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-teacher experiment=tiny_imagenet_resnet18
-	test -f outputs/tiny_imagenet_resnet18_4w4a_thin/make/student.pt || \
-	  OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_4w4a_thin \
-	    hydra.run.dir=outputs/tiny_imagenet_resnet18_4w4a_thin/make
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/archnet-distill experiment=tiny_imagenet_resnet18_2w4a_thin_progressive
+	$(call from-source,tiny_imagenet_resnet18_4w4a_thin,tiny_imagenet_resnet18_2w4a_thin_progressive)
 
 tiny-imagenet-resnet34: $(STAMP) ## Tiny-ImageNet-200 ResNet-34 family: teacher + 2w4a/4w4a/8w8a students (~3.8 h of one CPU core, est.)
 	test -f $(TEACHERS)/resnet34_tiny_imagenet200_32px_seed0.pt || \
