@@ -187,7 +187,8 @@ def validate_distill(cfg: DictConfig) -> None:
     if cfg.student.get("_target_") == "archnet.convert.resnet.convert_resnet":
         from archnet.convert.resnet import check_inner_width
 
-        check_inner_width(cfg.student.get("inner_width", 1.0), cfg.student.get("inner_divisor", 4))
+        check_inner_width(cfg.student.get("inner_width", 1.0), cfg.student.get("inner_divisor", 4),
+                          bool(cfg.student.get("r50_layer2_bug", False)))
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)
     if cfg.distill.get("init_student"):  # the topology is checked once the student exists

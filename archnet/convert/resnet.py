@@ -121,8 +121,7 @@ def convert_block(block: BasicBlock | Bottleneck, quant: QuantConfig, init: bool
     """
     kept = None
     if inner_width < 1:
-        if layer2_bug:
-            raise ConfigError("student.inner_width", inner_width, "1.0 with student.r50_layer2_bug=true")
+        check_inner_width(inner_width, inner_divisor, layer2_bug)
         block, kept = prune_inner(block, inner_width, inner_divisor)
     convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
     if isinstance(block, Bottleneck):
@@ -201,7 +200,7 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                    inner_width: float = 1.0, inner_divisor: int = 4) -> ArchNetStudent:
     """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
     quant = quant or QuantConfig()
-    check_inner_width(inner_width, inner_divisor)
+    check_inner_width(inner_width, inner_divisor, r50_layer2_bug)
     if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (
             (init_merge_as_add or fold_add) and init_from_teacher)):
         raise ConfigError("student.init_preadd_shift", init_preadd_shift,
@@ -238,10 +237,13 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
     return ArchNetStudent(stem, blocks, student_head)
 
 
-def check_inner_width(inner_width: object, inner_divisor: object) -> None:
-    """``student.inner_width`` in (0, 1] and ``student.inner_divisor`` a positive integer."""
+def check_inner_width(inner_width: object, inner_divisor: object, r50_layer2_bug: bool = False) -> None:
+    """``student.inner_width`` in (0, 1] (1 with ``r50_layer2_bug``) and ``student.inner_divisor``
+    a positive integer."""
     if isinstance(inner_width, bool) or not isinstance(inner_width, (int, float)) or not 0 < inner_width <= 1:
         raise ConfigError("student.inner_width", inner_width, "a number in (0, 1]")
+    if inner_width < 1 and r50_layer2_bug:
+        raise ConfigError("student.inner_width", inner_width, "1.0 with student.r50_layer2_bug=true")
     if isinstance(inner_divisor, bool) or not isinstance(inner_divisor, int) or inner_divisor < 1:
         raise ConfigError("student.inner_divisor", inner_divisor, "a positive integer")
 

@@ -128,7 +128,8 @@ def test_refit_lowers_the_merge_error_of_a_pruned_student() -> None:
 
 @pytest.mark.parametrize("rules, key", [
     ({"inner_width": 0.0}, "student.inner_width"), ({"inner_width": 1.5}, "student.inner_width"),
-    ({"inner_width": 0.5, "inner_divisor": 0}, "student.inner_divisor")])
+    ({"inner_width": 0.5, "inner_divisor": 0}, "student.inner_divisor"),
+    ({"inner_width": 0.5, "r50_layer2_bug": True}, "student.inner_width")])
 def test_bad_inner_width_is_a_config_error(rules: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         convert_resnet(teacher_of("basic"), QuantConfig(), SHAPE, **rules)
