@@ -6,8 +6,12 @@ with feature taps ``0..n-1``, stage ``k < n`` minimises
 
     L_k = sum_{i<=k} decay^(k-i) * MSE(s_i, t_i)
 
-and a final stage minimises ``sum_{i<n} decay^(n-i) * MSE(s_i, t_i) + w * (1 - cos(z_s, z_t))``.
+and a final stage minimises ``sum_{i<n} decay^(n-i) * MSE(s_i, t_i) + w * (1 - cos(z_s, z_t))``;
+``passes=p`` runs those ``n + 1`` stages ``p`` times in a row (stage indices number on).
 Budgets are samples (global, all ranks together); ``scale`` multiplies every budget.
+``step_lr_scale`` multiplies the learning rate of the LSQ quantizer steps (0: they stay where
+initialisation put them): Adam moves every parameter by about ``lr`` per step whatever its
+size, and a 2-bit weight step is about 0.05 (an 8-bit classifier step 0.004).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class StageSpec:
     optimizer: dict[str, Any] = field(default_factory=dict)
     lr_scheduler: dict[str, Any] | None = None
     trainable: str | list[str] = "reachable"
+    step_lr_scale: float = 1.0
 
     @property
     def taps(self) -> list[str]:
@@ -58,6 +63,9 @@ def _check_terms(stage: StageSpec, tap_names: list[str], losses: Sequence[str]) 
             raise ConfigError(f"schedule[{stage.name}].weight", term.weight, "a finite number >= 0")
     if stage.samples <= 0:
         raise ConfigError(f"schedule[{stage.name}].samples", stage.samples, "a positive integer")
+    if isinstance(stage.step_lr_scale, bool) or not isinstance(stage.step_lr_scale, (int, float)) \
+            or not (stage.step_lr_scale >= 0 and math.isfinite(stage.step_lr_scale)):
+        raise ConfigError(f"schedule[{stage.name}].step_lr_scale", stage.step_lr_scale, "a finite number >= 0")
 
 
 def check_budgets(budgets: dict[str, Any], scale: float, decay: float) -> None:
@@ -75,43 +83,52 @@ def progressive(tap_names: list[str], first_samples: int, middle_samples: int, f
                 decay: float = 0.8, feature_loss: str = "mse", logit_loss: str = "cosine",
                 logit_weight: float = 1.0, scale: float = 1.0, optimizer: dict | None = None,
                 lr_scheduler: dict | None = None, taps: list[str] | None = None,
-                stage_overrides: dict | None = None) -> list[StageSpec]:
-    """The paper's progressive schedule over ``taps`` (default: every tap but the logits)."""
+                stage_overrides: dict | None = None, passes: int = 1,
+                step_lr_scale: float = 1.0) -> list[StageSpec]:
+    """The paper's progressive schedule over ``taps`` (default: every tap but the logits),
+    ``passes`` times: pass ``p``'s stage ``k`` is named ``{p*(n+1)+k:02d}_{tap}``."""
     features = list(taps) if taps is not None else [t for t in tap_names if t != LOGITS]
     for t in features:
         if t not in tap_names:
             raise ConfigError("schedule.taps", t, tap_names)
     check_budgets({"first_samples": first_samples, "middle_samples": middle_samples,
                    "final_samples": final_samples}, scale, decay)
-    common = dict(optimizer=dict(optimizer or {}), lr_scheduler=dict(lr_scheduler) if lr_scheduler else None)
-    stages = []
-    for k, tap in enumerate(features):
-        budget = first_samples if k == 0 else middle_samples
-        terms = [LossTerm(features[i], feature_loss, decay ** (k - i)) for i in range(k + 1)]
-        stages.append(StageSpec(f"{k:02d}_{tap}", terms, int(budget * scale), **common))
+    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
+        raise ConfigError("schedule.passes", passes, "a positive integer")
+    common = dict(optimizer=dict(optimizer or {}), lr_scheduler=dict(lr_scheduler) if lr_scheduler else None,
+                  step_lr_scale=step_lr_scale)
     n = len(features)
-    final_terms = [LossTerm(features[i], feature_loss, decay ** (n - i)) for i in range(n)]
-    final_terms.append(LossTerm(LOGITS, logit_loss, logit_weight))
-    stages.append(StageSpec(f"{n:02d}_final", final_terms, int(final_samples * scale), **common))
+    stages = []
+    for first in range(0, passes * (n + 1), n + 1):
+        for k, tap in enumerate(features):
+            budget = first_samples if k == 0 else middle_samples
+            terms = [LossTerm(features[i], feature_loss, decay ** (k - i)) for i in range(k + 1)]
+            stages.append(StageSpec(f"{first + k:02d}_{tap}", terms, int(budget * scale), **common))
+        final_terms = [LossTerm(features[i], feature_loss, decay ** (n - i)) for i in range(n)]
+        final_terms.append(LossTerm(LOGITS, logit_loss, logit_weight))
+        stages.append(StageSpec(f"{first + n:02d}_final", final_terms, int(final_samples * scale), **common))
     return finalize(stages, tap_names, stage_overrides)
 
 
 def single(tap_names: list[str], samples: int, terms: list[dict], scale: float = 1.0,
            optimizer: dict | None = None, lr_scheduler: dict | None = None,
-           name: str = "all", stage_overrides: dict | None = None) -> list[StageSpec]:
+           name: str = "all", stage_overrides: dict | None = None,
+           step_lr_scale: float = 1.0) -> list[StageSpec]:
     """One stage with explicit ``terms`` (``[{tap, loss, weight}, ...]``)."""
     spec = StageSpec(f"00_{name}", [LossTerm(**t) for t in terms], int(samples * scale),
-                     dict(optimizer or {}), dict(lr_scheduler) if lr_scheduler else None)
+                     dict(optimizer or {}), dict(lr_scheduler) if lr_scheduler else None,
+                     step_lr_scale=step_lr_scale)
     return finalize([spec], tap_names, stage_overrides)
 
 
 def explicit(tap_names: list[str], stages: list[dict], scale: float = 1.0,
              optimizer: dict | None = None, lr_scheduler: dict | None = None,
-             stage_overrides: dict | None = None) -> list[StageSpec]:
+             stage_overrides: dict | None = None, step_lr_scale: float = 1.0) -> list[StageSpec]:
     """Stages written out in the config: ``[{name, samples, terms: [{tap, loss, weight}]}]``."""
     specs = [StageSpec(f"{i:02d}_{s['name']}", [LossTerm(**t) for t in s["terms"]],
                        int(s["samples"] * scale), dict(s.get("optimizer", optimizer) or {}),
-                       s.get("lr_scheduler", lr_scheduler), s.get("trainable", "reachable"))
+                       s.get("lr_scheduler", lr_scheduler), s.get("trainable", "reachable"),
+                       s.get("step_lr_scale", step_lr_scale))
              for i, s in enumerate(stages)]
     return finalize(specs, tap_names, stage_overrides)
 

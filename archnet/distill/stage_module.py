@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from archnet.distill.schedule import StageSpec
 from archnet.distill.tasks import ImageTask
 from archnet.models.taps import TappedChain
+from archnet.ops.lsq import LsqQuantizer
 
 
 def adapter_key(tap: str) -> str:
@@ -86,8 +87,16 @@ class StageModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
+        """The stage's optimizer; LSQ steps in a second group at ``step_lr_scale`` times the
+        learning rate (left out when 0, one group when 1)."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        opt = instantiate(self.stage.optimizer, params=params, _convert_="all")
+        scale = self.stage.step_lr_scale
+        steps = {id(m.alpha) for m in self.net.modules() if isinstance(m, LsqQuantizer)} if scale != 1 else set()
+        opt = instantiate(self.stage.optimizer, params=[p for p in params if id(p) not in steps],
+                          _convert_="all")
+        step_params = [p for p in params if id(p) in steps]
+        if step_params and scale > 0:
+            opt.add_param_group({"params": step_params, "lr": opt.defaults["lr"] * scale})
         if not self.stage.lr_scheduler:
             return opt
         sched = instantiate(self.stage.lr_scheduler, optimizer=opt, global_batch=self.global_batch)

@@ -26,6 +26,7 @@ CASES = [
     ("unknown_experiment", ["experiment=nope"], "experiment", "nope"),
     ("negative_budget", ["schedule.first_samples=-5"], "schedule.first_samples", "-5"),
     ("zero_scale", ["schedule.scale=0"], "schedule.scale", "0"),
+    ("zero_passes", ["schedule.passes=0"], "schedule.passes", "0"),
     ("budget_scaled_to_nothing", ["schedule=smoke", "debug=fast"], "schedule[00_stem].samples",
      "0"),
     ("zero_batch_size", ["distill.batch_size=0"], "distill.batch_size", "0"),

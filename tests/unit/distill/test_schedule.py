@@ -76,6 +76,26 @@ def test_scale_multiplies_every_budget(scale):
                   scale=scale)[0].samples == int(100 * scale)
 
 
+@pytest.mark.parametrize("passes", [2, 3])
+def test_passes_repeat_the_whole_schedule_with_indices_numbering_on(passes):
+    one = progressive(TAPS, **BUDGETS)
+    stages = progressive(TAPS, **BUDGETS, passes=passes)
+    n1 = len(one)
+    assert len(stages) == passes * n1
+    assert len({s.name for s in stages}) == len(stages)
+    for p in range(passes):
+        for k, (s, base) in enumerate(zip(stages[p * n1:(p + 1) * n1], one)):
+            assert s.name == f"{p * n1 + k:02d}_{base.name[3:]}"
+            assert (s.terms, s.samples, s.optimizer, s.lr_scheduler) == (
+                base.terms, base.samples, base.optimizer, base.lr_scheduler)
+    assert stages[2 * n1 - 1].name == f"{2 * n1 - 1:02d}_final"
+
+
+def test_stage_overrides_reach_one_pass_only():
+    stages = progressive(TAPS, **BUDGETS, passes=2, stage_overrides={"11_stem": {"samples": 5}})
+    assert stages[0].samples == 1000 and stages[11].samples == 5
+
+
 def test_stage_overrides_by_name():
     overrides = {"01_layer1.0.conv1": {"samples": 77},
                  "10_final": {"terms": [{"tap": "logits", "loss": "kl", "weight": 3.0}],
@@ -105,7 +125,8 @@ def test_explicit_smoke_like_schedule():
 def test_stage_table_is_plain_data():
     rows = stage_table(progressive(TAPS, **BUDGETS))
     assert rows[0]["terms"] == [{"tap": "stem", "loss": "mse", "weight": 1.0}]
-    assert set(rows[0]) == {"name", "terms", "samples", "optimizer", "lr_scheduler", "trainable"}
+    assert set(rows[0]) == {"name", "terms", "samples", "optimizer", "lr_scheduler", "trainable",
+                           "step_lr_scale"}
 
 
 @pytest.mark.parametrize("kwargs, key", [
@@ -123,6 +144,9 @@ def test_stage_table_is_plain_data():
     (dict(stage_overrides={"99_nope": {"samples": 1}}), "schedule.stage_overrides"),
     (dict(stage_overrides={"00_stem": {"samples": 0}}), "schedule[00_stem].samples"),
     (dict(scale=0.0001), "schedule[00_stem].samples"),
+    (dict(passes=0), "schedule.passes"),
+    (dict(passes=1.5), "schedule.passes"),
+    (dict(passes=True), "schedule.passes"),
 ])
 def test_bad_progressive_raises_config_error_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError) as info:
