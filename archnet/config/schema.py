@@ -185,10 +185,12 @@ def validate_distill(cfg: DictConfig) -> None:
     teacher = meta_teacher(cfg)
     check_calibration(cfg, teacher)
     if cfg.student.get("_target_") == "archnet.convert.resnet.convert_resnet":
-        from archnet.convert.resnet import check_inner_width
+        from archnet.convert.resnet import inner_widths
 
-        check_inner_width(cfg.student.get("inner_width", 1.0), cfg.student.get("inner_divisor", 4),
-                          bool(cfg.student.get("r50_layer2_bug", False)))
+        width = cfg.student.get("inner_width", 1.0)
+        inner_widths(OmegaConf.to_container(width) if OmegaConf.is_list(width) else width,
+                     len(list(teacher.blocks())), cfg.student.get("inner_divisor", 4),
+                     bool(cfg.student.get("r50_layer2_bug", False)))
     build_schedule(cfg, teacher.tap_names)
     check_teacher_checkpoint(cfg, teacher)
     if cfg.distill.get("init_student"):  # the topology is checked once the student exists

@@ -22,7 +22,8 @@
   ``bn(conv(h_{n-1})) + shortcut`` (:func:`archnet.convert.weights.init_folded_merge`), so the
   signed pre-add tensor is never materialised and a basic block costs 1.5x its teacher's
   MACs instead of 2x. The block's taps lose the last conv's (``conv2`` / ``conv3``);
-* ``inner_width=f < 1`` (archnet's, 1 by default): each block's inner channels (the outputs of
+* ``inner_width=f < 1`` (archnet's, 1 by default; a list gives one ``f`` per block, in the
+  teacher's block order): each block's inner channels (the outputs of
   every conv but the last) are cut to ``f`` of the teacher's (rounded to a multiple of
   ``inner_divisor``, 4: aligned slices of a folded merge need even widths), the most important kept
   (:mod:`archnet.convert.prune`); the block loses the taps of the pruned convs, whose
@@ -197,10 +198,10 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                    r50_layer2_bug: bool = False, init_preadd_shift: float = 0.0,
                    fold_add: bool = False,
                    stem_strides: Sequence[int] = PAPER_STEM_STRIDES,
-                   inner_width: float = 1.0, inner_divisor: int = 4) -> ArchNetStudent:
+                   inner_width: float | Sequence[float] = 1.0, inner_divisor: int = 4) -> ArchNetStudent:
     """Build the Arch-Net student of ``teacher`` (see module docstring for the rules)."""
     quant = quant or QuantConfig()
-    check_inner_width(inner_width, inner_divisor, r50_layer2_bug)
+    widths = inner_widths(inner_width, len(list(teacher.blocks())), inner_divisor, r50_layer2_bug)
     if init_preadd_shift < 0 or (init_preadd_shift > 0 and not (
             (init_merge_as_add or fold_add) and init_from_teacher)):
         raise ConfigError("student.init_preadd_shift", init_preadd_shift,
@@ -208,12 +209,12 @@ def convert_resnet(teacher: ResNet, quant: QuantConfig | None = None,
                           "or student.fold_add=true")
     stem = convert_stem(teacher, quant, init_from_teacher, tuple(stem_strides))
     blocks = []
-    for name, b in teacher.blocks():
+    for (name, b), width in zip(teacher.blocks(), widths):
         try:
             blocks.append((name, convert_block(b, quant, init_from_teacher, center_fill, max_in_channels,
                                                init_merge_as_add, init_split_from_teacher,
                                                r50_layer2_bug and _is_r50_layer2(name, b), fold_add,
-                                               inner_width, inner_divisor)))
+                                               width, inner_divisor)))
         except ConfigError:
             raise
         except ValueError as e:  # a folded conv that cannot be sliced under max_in_channels
@@ -246,6 +247,22 @@ def check_inner_width(inner_width: object, inner_divisor: object, r50_layer2_bug
         raise ConfigError("student.inner_width", inner_width, "1.0 with student.r50_layer2_bug=true")
     if isinstance(inner_divisor, bool) or not isinstance(inner_divisor, int) or inner_divisor < 1:
         raise ConfigError("student.inner_divisor", inner_divisor, "a positive integer")
+
+
+def inner_widths(inner_width: object, n_blocks: int, inner_divisor: object = 4,
+                 r50_layer2_bug: bool = False) -> list[float]:
+    """One inner width per block: ``student.inner_width`` is one number in (0, 1] for every
+    block or a list of ``n_blocks`` of them (checked as :func:`check_inner_width`)."""
+    if isinstance(inner_width, (int, float)) or isinstance(inner_width, bool):
+        check_inner_width(inner_width, inner_divisor, r50_layer2_bug)
+        return [float(inner_width)] * n_blocks
+    widths = list(inner_width) if isinstance(inner_width, Sequence) and not isinstance(inner_width, str) else None
+    if widths is None or len(widths) != n_blocks:
+        raise ConfigError("student.inner_width", inner_width,
+                          f"a number in (0, 1] or a list of {n_blocks} of them, one per block")
+    for w in widths:
+        check_inner_width(w, inner_divisor, r50_layer2_bug)
+    return [float(w) for w in widths]
 
 
 def _is_r50_layer2(name: str, block: nn.Module) -> bool:

@@ -49,6 +49,7 @@ CASES = [
     ("preadd_shift_without_merge_as_add", ["student.init_preadd_shift=2"], "student.init_preadd_shift", "2"),
     ("unknown_step_init", ["quant=lsq_w2a4", "quant.weight.step_init=max"], "quant.weight.step_init", "max"),
     ("inner_width_above_one", ["student.inner_width=1.5"], "student.inner_width", "1.5"),
+    ("inner_width_list_too_short", ["student.inner_width=[0.5,0.5]"], "student.inner_width", "0.5, 0.5"),
     ("refit_not_a_bool", ["distill.calibrate_refit=maybe"], "distill.calibrate_refit", "maybe"),
     ("missing_init_student", ["distill.init_student=/nonexistent/run"], "distill.init_student",
      "/nonexistent/run"),

@@ -82,6 +82,23 @@ def test_pruned_student_of_dead_channels_computes_the_teacher(kind: str, rules: 
     assert count_macs(student, SHAPE) < count_macs(full, SHAPE)
 
 
+def test_one_inner_width_per_block() -> None:
+    """A list prunes each block by its own width: each block is the block of the student built
+    with that width for every block."""
+    teacher = teacher_of("basic")
+    names = [name for name, _ in teacher.blocks()]
+    widths = [0.5, 0.25]
+    assert len(names) == 2
+    mixed = convert_resnet(teacher, QuantConfig(), SHAPE, fold_add=True, inner_width=widths, inner_divisor=2)
+    for i, w in enumerate(widths):
+        uniform = convert_resnet(teacher, QuantConfig(), SHAPE, fold_add=True, inner_width=w, inner_divisor=2)
+        got, want = mixed.body[i], uniform.body[i]
+        assert [u.conv.out_channels for u in got.main] == [u.conv.out_channels for u in want.main]
+        assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    assert [u.conv.out_channels for b in mixed.body for u in b.main] == [
+        teacher_block.conv1.out_channels * w for (_, teacher_block), w in zip(teacher.blocks(), widths)]
+
+
 @pytest.mark.parametrize("parts, limit, slices", [
     ((64, 64, 64), 128, 1), ((512, 512, 512), 512, 2), ((128, 512, 512), 512, 2),
     ((384, 384, 384), 512, 2), ((52, 128, 128), 128, 2), ((48, 128, 128), 64, 4)])
@@ -129,7 +146,9 @@ def test_refit_lowers_the_merge_error_of_a_pruned_student() -> None:
 @pytest.mark.parametrize("rules, key", [
     ({"inner_width": 0.0}, "student.inner_width"), ({"inner_width": 1.5}, "student.inner_width"),
     ({"inner_width": 0.5, "inner_divisor": 0}, "student.inner_divisor"),
-    ({"inner_width": 0.5, "r50_layer2_bug": True}, "student.inner_width")])
+    ({"inner_width": 0.5, "r50_layer2_bug": True}, "student.inner_width"),
+    ({"inner_width": [0.5]}, "student.inner_width"), ({"inner_width": [0.5, 0.5, 0.5]}, "student.inner_width"),
+    ({"inner_width": "0.5"}, "student.inner_width"), ({"inner_width": [0.5, 1.5]}, "student.inner_width")])
 def test_bad_inner_width_is_a_config_error(rules: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         convert_resnet(teacher_of("basic"), QuantConfig(), SHAPE, **rules)
