@@ -188,6 +188,27 @@ def start_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: A
             "merge_errors": calibrate_student(cfg, student, teacher, dm, task)}
 
 
+def restart_student(cfg: DictConfig, net: Any, teacher: nn.Module, dm: Any, task: Any) -> dict[str, Any]:
+    """Restart ``net`` (a :class:`~archnet.distill.stage_module.DistillNet`) from its own
+    student as :func:`start_student` starts one from ``distill.init_student``: weights ``<- q(W)``,
+    every LSQ step fitted anew (``distill.init_student_steps``), the BN calibration of
+    ``distill.calibrate_images``, fresh adapters. Returns ``{"copied", "steps", "merge_errors"}``."""
+    import copy
+
+    from archnet.distill.init_student import copy_student, initialize_steps, reset_steps
+
+    net.cpu(), teacher.cpu()  # where the images are; the next fit moves both back
+    student = net.student
+    source = copy.deepcopy(student)
+    reset_steps(student)
+    copied = copy_student(student, source, "the student before the restart")
+    steps = initialize_steps(student, seeded_images(cfg, dm, task, cfg.distill.batch_size),
+                             cfg.distill.get("init_student_steps", "weights"))
+    net.set_adapters(build_adapters(cfg, teacher, student, getattr(dm, "input_shape", None)))
+    return {"copied": copied, "steps": steps,
+            "merge_errors": calibrate_student(cfg, student, teacher, dm, task)}
+
+
 def seeded_images(cfg: DictConfig, dm: Any, task: Any, n: int) -> torch.Tensor:
     """``n`` images of the label-free pool in a seeded order (the same on every rank)."""
     pool = task.train_dataset(dm)

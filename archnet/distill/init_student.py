@@ -76,6 +76,16 @@ def load_student_init(student: nn.Module, source: str | Path) -> int:
 STEP_FITS = ("weights", "outputs")
 
 
+def reset_steps(model: nn.Module) -> int:
+    """Mark every learned quantizer step of ``model`` uninitialised (the next
+    :func:`initialize_steps` or training forward sets it anew); returns how many."""
+    quantizers = [m for m in model.modules() if isinstance(m, LsqQuantizer)]
+    for q in quantizers:
+        q.init_state.zero_()
+        q._initialized = False
+    return len(quantizers)
+
+
 @torch.no_grad()
 def initialize_steps(student: nn.Module, x: Tensor, fit: str = "weights") -> int:
     """Initialise every learned quantizer step that has none yet with one forward of ``x``:

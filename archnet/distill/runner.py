@@ -50,6 +50,13 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
             results[stage.name] = _read_json(metrics_path)
             step_offset += total_steps
             continue
+        last = sdir / rundir.LAST
+        restarted = build.restart_student(cfg, net, teacher, dm, task) \
+            if stage.restart and not last.exists() else None
+        if restarted and is_rank_zero():
+            print(f"stage {stage.name}: the student restarts from itself ({restarted['copied']} "
+                  f"tensors copied as q(W), {restarted['steps']} quantizer steps fitted anew, "
+                  f"{len(restarted['merge_errors'])} merges calibrated, adapters rebuilt)", flush=True)
         trainer = make_trainer(cfg, sdir, total_steps, extra_callbacks)
 
         def log_step(metrics: dict[str, float], step: int, _off: int = step_offset) -> None:
@@ -70,7 +77,6 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
         example = task.eval_inputs(next(iter(DataLoader(pool, batch_size=2,
                                                         collate_fn=task.collate_fn))))
         trainable = select_trainable(module, example)
-        last = sdir / rundir.LAST
         history_start = len(run_logger.history)
         start = time.perf_counter()
         trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
@@ -84,6 +90,8 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
                    "curve": [[step, m[f"{stage.name}/train/loss"]]
                              for step, m in run_logger.history[history_start:]
                              if f"{stage.name}/train/loss" in m]}
+        if restarted:
+            metrics["restart"] = restarted
         if world > 1:
             metrics["ranks"] = per_rank
             metrics["ranks_agree"] = all(r == per_rank[0] for r in per_rank)

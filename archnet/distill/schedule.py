@@ -7,7 +7,8 @@ with feature taps ``0..n-1``, stage ``k < n`` minimises
     L_k = sum_{i<=k} decay^(k-i) * MSE(s_i, t_i)
 
 and a final stage minimises ``sum_{i<n} decay^(n-i) * MSE(s_i, t_i) + w * (1 - cos(z_s, z_t))``;
-``passes=p`` runs those ``n + 1`` stages ``p`` times in a row (stage indices number on).
+``passes=p`` runs those ``n + 1`` stages ``p`` times in a row (stage indices number on);
+``restart_passes`` marks the first stage of every later pass ``restart`` (see :class:`StageSpec`).
 Budgets are samples (global, all ranks together); ``scale`` multiplies every budget.
 ``step_lr_scale`` multiplies the learning rate of the LSQ quantizer steps (0: they stay where
 initialisation put them): Adam moves every parameter by about ``lr`` per step whatever its
@@ -34,7 +35,11 @@ class LossTerm:
 
 @dataclass
 class StageSpec:
-    """One ``Trainer.fit``: loss terms, a sample budget, optimizer and LR schedule configs."""
+    """One ``Trainer.fit``: loss terms, a sample budget, optimizer and LR schedule configs.
+
+    ``restart``: before this stage the student restarts from itself as ``distill.init_student``
+    starts one from another run (weights ``<- q(W)``, every LSQ step fitted anew, the BNs
+    calibrated when ``distill.calibrate_images`` is set, the adapters rebuilt)."""
 
     name: str
     terms: list[LossTerm]
@@ -43,6 +48,7 @@ class StageSpec:
     lr_scheduler: dict[str, Any] | None = None
     trainable: str | list[str] = "reachable"
     step_lr_scale: float = 1.0
+    restart: bool = False
 
     @property
     def taps(self) -> list[str]:
@@ -66,6 +72,8 @@ def _check_terms(stage: StageSpec, tap_names: list[str], losses: Sequence[str]) 
     if isinstance(stage.step_lr_scale, bool) or not isinstance(stage.step_lr_scale, (int, float)) \
             or not (stage.step_lr_scale >= 0 and math.isfinite(stage.step_lr_scale)):
         raise ConfigError(f"schedule[{stage.name}].step_lr_scale", stage.step_lr_scale, "a finite number >= 0")
+    if not isinstance(stage.restart, bool):
+        raise ConfigError(f"schedule[{stage.name}].restart", stage.restart, "true or false")
 
 
 def check_budgets(budgets: dict[str, Any], scale: float, decay: float) -> None:
@@ -84,9 +92,10 @@ def progressive(tap_names: list[str], first_samples: int, middle_samples: int, f
                 logit_weight: float = 1.0, scale: float = 1.0, optimizer: dict | None = None,
                 lr_scheduler: dict | None = None, taps: list[str] | None = None,
                 stage_overrides: dict | None = None, passes: int = 1,
-                step_lr_scale: float = 1.0) -> list[StageSpec]:
+                step_lr_scale: float = 1.0, restart_passes: bool = False) -> list[StageSpec]:
     """The paper's progressive schedule over ``taps`` (default: every tap but the logits),
-    ``passes`` times: pass ``p``'s stage ``k`` is named ``{p*(n+1)+k:02d}_{tap}``."""
+    ``passes`` times: pass ``p``'s stage ``k`` is named ``{p*(n+1)+k:02d}_{tap}``; with
+    ``restart_passes`` every pass after the first starts with a restart (:class:`StageSpec`)."""
     features = list(taps) if taps is not None else [t for t in tap_names if t != LOGITS]
     for t in features:
         if t not in tap_names:
@@ -95,6 +104,8 @@ def progressive(tap_names: list[str], first_samples: int, middle_samples: int, f
                    "final_samples": final_samples}, scale, decay)
     if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
         raise ConfigError("schedule.passes", passes, "a positive integer")
+    if not isinstance(restart_passes, bool):
+        raise ConfigError("schedule.restart_passes", restart_passes, "true or false")
     common = dict(optimizer=dict(optimizer or {}), lr_scheduler=dict(lr_scheduler) if lr_scheduler else None,
                   step_lr_scale=step_lr_scale)
     n = len(features)
@@ -103,7 +114,8 @@ def progressive(tap_names: list[str], first_samples: int, middle_samples: int, f
         for k, tap in enumerate(features):
             budget = first_samples if k == 0 else middle_samples
             terms = [LossTerm(features[i], feature_loss, decay ** (k - i)) for i in range(k + 1)]
-            stages.append(StageSpec(f"{first + k:02d}_{tap}", terms, int(budget * scale), **common))
+            stages.append(StageSpec(f"{first + k:02d}_{tap}", terms, int(budget * scale), **common,
+                                    restart=restart_passes and first > 0 and k == 0))
         final_terms = [LossTerm(features[i], feature_loss, decay ** (n - i)) for i in range(n)]
         final_terms.append(LossTerm(LOGITS, logit_loss, logit_weight))
         stages.append(StageSpec(f"{first + n:02d}_final", final_terms, int(final_samples * scale), **common))
@@ -124,11 +136,13 @@ def single(tap_names: list[str], samples: int, terms: list[dict], scale: float =
 def explicit(tap_names: list[str], stages: list[dict], scale: float = 1.0,
              optimizer: dict | None = None, lr_scheduler: dict | None = None,
              stage_overrides: dict | None = None, step_lr_scale: float = 1.0) -> list[StageSpec]:
-    """Stages written out in the config: ``[{name, samples, terms: [{tap, loss, weight}]}]``."""
+    """Stages written out in the config: ``[{name, samples, terms: [{tap, loss, weight}]}]``
+    (optional per stage: ``optimizer``, ``lr_scheduler``, ``trainable``, ``step_lr_scale``,
+    ``restart``)."""
     specs = [StageSpec(f"{i:02d}_{s['name']}", [LossTerm(**t) for t in s["terms"]],
                        int(s["samples"] * scale), dict(s.get("optimizer", optimizer) or {}),
                        s.get("lr_scheduler", lr_scheduler), s.get("trainable", "reachable"),
-                       s.get("step_lr_scale", step_lr_scale))
+                       s.get("step_lr_scale", step_lr_scale), s.get("restart", False))
              for i, s in enumerate(stages)]
     return finalize(specs, tap_names, stage_overrides)
 

@@ -32,6 +32,10 @@ class DistillNet(nn.Module):
     def __init__(self, student: TappedChain, adapters: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.student = student
+        self.set_adapters(adapters)
+
+    def set_adapters(self, adapters: dict[str, nn.Module] | None) -> None:
+        """Replace every adapter (keyed by tap name)."""
         self.adapters = nn.ModuleDict({adapter_key(k): v for k, v in (adapters or {}).items()})
 
     def adapt(self, tap: str, s: Tensor, t: Tensor) -> Tensor:

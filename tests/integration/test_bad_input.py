@@ -27,6 +27,8 @@ CASES = [
     ("negative_budget", ["schedule.first_samples=-5"], "schedule.first_samples", "-5"),
     ("zero_scale", ["schedule.scale=0"], "schedule.scale", "0"),
     ("zero_passes", ["schedule.passes=0"], "schedule.passes", "0"),
+    ("restart_passes_not_a_bool", ["schedule.restart_passes=maybe"], "schedule.restart_passes",
+     "maybe"),
     ("budget_scaled_to_nothing", ["schedule=smoke", "debug=fast"], "schedule[00_stem].samples",
      "0"),
     ("zero_batch_size", ["distill.batch_size=0"], "distill.batch_size", "0"),

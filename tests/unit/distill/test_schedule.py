@@ -91,6 +91,18 @@ def test_passes_repeat_the_whole_schedule_with_indices_numbering_on(passes):
     assert stages[2 * n1 - 1].name == f"{2 * n1 - 1:02d}_final"
 
 
+def test_restart_passes_mark_the_first_stage_of_every_later_pass():
+    n1 = len(progressive(TAPS, **BUDGETS))
+    assert not any(s.restart for s in progressive(TAPS, **BUDGETS, passes=3))
+    stages = progressive(TAPS, **BUDGETS, passes=3, restart_passes=True)
+    assert [i for i, s in enumerate(stages) if s.restart] == [n1, 2 * n1]
+    assert not any(s.restart for s in progressive(TAPS, **BUDGETS, restart_passes=True))
+    explicit_stages = [dict(name="a", samples=10, terms=[dict(tap="stem", loss="mse", weight=1.0)]),
+                       dict(name="b", samples=10, restart=True,
+                            terms=[dict(tap="stem", loss="mse", weight=1.0)])]
+    assert [s.restart for s in explicit(TAPS, explicit_stages)] == [False, True]
+
+
 def test_stage_overrides_reach_one_pass_only():
     stages = progressive(TAPS, **BUDGETS, passes=2, stage_overrides={"11_stem": {"samples": 5}})
     assert stages[0].samples == 1000 and stages[11].samples == 5
@@ -126,7 +138,7 @@ def test_stage_table_is_plain_data():
     rows = stage_table(progressive(TAPS, **BUDGETS))
     assert rows[0]["terms"] == [{"tap": "stem", "loss": "mse", "weight": 1.0}]
     assert set(rows[0]) == {"name", "terms", "samples", "optimizer", "lr_scheduler", "trainable",
-                           "step_lr_scale"}
+                           "step_lr_scale", "restart"}
 
 
 @pytest.mark.parametrize("kwargs, key", [
@@ -147,6 +159,8 @@ def test_stage_table_is_plain_data():
     (dict(passes=0), "schedule.passes"),
     (dict(passes=1.5), "schedule.passes"),
     (dict(passes=True), "schedule.passes"),
+    (dict(passes=2, restart_passes="yes"), "schedule.restart_passes"),
+    (dict(stage_overrides={"00_stem": {"restart": 1}}), "schedule[00_stem].restart"),
 ])
 def test_bad_progressive_raises_config_error_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError) as info:
