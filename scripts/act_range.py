@@ -43,6 +43,7 @@ def main() -> None:
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("distill", overrides=args.overrides)
+    torch.manual_seed(cfg.seed)  # as archnet-distill: a random teacher (checkpoint=null) is the same
     dm = build_data(cfg, args.images)
     teacher = build_teacher(cfg).eval()
     x = dm.preprocess(next(iter(dm.val_dataloader()))[0])[: args.images]  # held-out train slice
