@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from archnet.distill.init_student import STEP_FITS
+from archnet.distill.precise_bn import KEEP as PRECISE_BN_KEEP
 from archnet.errors import ConfigError
 from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, STEP_INITS, WEIGHT_METHODS
 
@@ -42,10 +43,14 @@ class DistillSection:
     calibrate_refit: bool = False  # with it, least-squares merge weights (archnet.convert.calibrate.refit_conv)
     init_student: str | None = None  # a finished run whose student this one starts from (archnet.distill.init_student)
     init_student_steps: str = "weights"  # weights | outputs: how its LSQ steps start (archnet.distill.init_student)
+    precise_bn_images: int = 0  # population BN statistics after the last stage (archnet.distill.precise_bn)
+    precise_bn_keep: str = "better"  # better | always: keep them only if held-out agreement rises
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
-        _positive("distill", self, "num_workers", minimum=0)
+        _positive("distill", self, "num_workers", "precise_bn_images", minimum=0)
+        if self.precise_bn_keep not in PRECISE_BN_KEEP:
+            raise ConfigError("distill.precise_bn_keep", self.precise_bn_keep, PRECISE_BN_KEEP)
         if self.stage_files not in ("all", "last"):
             raise ConfigError("distill.stage_files", self.stage_files, ("all", "last"))
         if self.init_student_steps not in STEP_FITS:
@@ -184,6 +189,9 @@ def validate_distill(cfg: DictConfig) -> None:
     feature_scale(cfg)
     teacher = meta_teacher(cfg)
     check_calibration(cfg, teacher)
+    if cfg.distill.get("precise_bn_images", 0) and cfg.data.get("task"):
+        raise ConfigError("distill.precise_bn_images", cfg.distill.precise_bn_images,
+                          "0 for data whose task is not images (data.task is set)")
     if cfg.student.get("_target_") == "archnet.convert.resnet.convert_resnet":
         from archnet.convert.resnet import inner_widths
 

@@ -1,6 +1,7 @@
 """Build data, teacher, student, adapters and stages from a composed config."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,9 +212,16 @@ def restart_student(cfg: DictConfig, net: Any, teacher: nn.Module, dm: Any, task
 
 def seeded_images(cfg: DictConfig, dm: Any, task: Any, n: int) -> torch.Tensor:
     """``n`` images of the label-free pool in a seeded order (the same on every rank)."""
+    return torch.cat([inputs[0] for inputs in seeded_batches(cfg, dm, task, n, max(n, 1))])
+
+
+def seeded_batches(cfg: DictConfig, dm: Any, task: Any, n: int, batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The first ``n`` images of the label-free pool in the seeded order of
+    :func:`seeded_images`, as model inputs in batches of at most ``batch``."""
     pool = task.train_dataset(dm)
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))
-    return task.eval_inputs(torch.stack([pool[int(i)] for i in order[:n]]))[0]
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    for chunk in order.split(batch):
+        yield task.eval_inputs(torch.stack([pool[int(i)] for i in chunk]))
 
 
 def build_task(cfg: DictConfig, dm: Any) -> Any:

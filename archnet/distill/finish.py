@@ -1,4 +1,5 @@
-"""After the last stage: test-split evaluation, ``student.pt``, metrics.json, report.md."""
+"""After the last stage: precise BN (``distill.precise_bn_images``), test-split evaluation,
+``student.pt``, metrics.json, report.md."""
 from __future__ import annotations
 
 import datetime
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from archnet.distill.precise_bn import apply_precise_bn
 from archnet.distill.report import IMAGE_REPORT, print_summary, write_report
 from archnet.distill.schedule import stage_table
 from archnet.ops.quant import quant_config
@@ -42,6 +44,11 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
     if not is_rank_zero():
         return {}
     student = net.student
+    precise = apply_precise_bn(cfg, student, teacher, dm, task)
+    if precise:
+        print(f"precise BN: population statistics of {precise['images']} training images "
+              f"{'kept' if precise['kept'] else 'discarded'} (held-out agreement "
+              f"{precise['agreement_before']:.1f}% -> {precise['agreement_after']:.1f}%)", flush=True)
     q = quant_config(cfg.quant)
     bits = "fp32" if q.is_float else f"{q.weight.bits}w{q.act.bits}a"
     steps = sum(m.get("steps", 0) for m in stage_metrics.values())
@@ -61,6 +68,8 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
         "distill_wall_s": wall,
         "samples": sum(m.get("samples", 0) for m in stage_metrics.values()),
     }
+    if precise:
+        metrics["precise_bn"] = precise
     key, label = getattr(task, "primary_metric", ("test/top1", "top-1"))  # the headline metric
     gap = metrics["teacher"][key] - metrics["student"][key]
     metrics[f"{key.split('/')[-1]}_gap"] = gap

@@ -2,7 +2,7 @@
 
 Config keys read: ``seed``, ``data``, ``teacher``, ``student``, ``quant``, ``schedule``,
 ``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers,
-calibrate_images, init_student, init_student_steps}``,
+calibrate_images, init_student, init_student_steps, precise_bn_images, precise_bn_keep}``,
 ``trainer``, ``logger``, ``callbacks``, ``progress``. Stages marked DONE are skipped (their
 weights reloaded); an unfinished stage resumes from its ``last.ckpt``.
 """

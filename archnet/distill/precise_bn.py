@@ -1,0 +1,107 @@
+"""``distill.precise_bn_images``: population BN statistics for the student after the last stage.
+
+While a stage trains, each BN's running statistics are an exponential average (momentum 0.1)
+of the last few dozen batches, batches that carry the flip/crop augmentation and, with
+probability ``p``, mixup; the student is then reported in eval mode with them. After the last
+stage :func:`apply_precise_bn` replaces them by the statistics of ``N`` label-free training
+images (the pool's seeded order, no augmentation), PyTorch's cumulative average over batches
+``b`` (momentum ``None``): ``mean = (1/B) sum_b mean_b``, ``var = (1/B) sum_b var_b`` (unbiased
+per batch). Everything but the BNs stays in eval mode, so no quantizer step moves.
+
+``distill.precise_bn_keep=better`` (default) keeps the new statistics only when the student's
+top-1 agreement with the teacher on the held-out training slice (``distill.val_samples``
+images, never the reported split) rises; ``always`` keeps them.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+KEEP = ("better", "always")
+BATCH = 256  # images per forward while collecting statistics
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def population_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, ...]]) -> int:
+    """Set every BN's running statistics in ``model`` to the cumulative average over
+    ``batches`` (module docstring); returns the number of images seen. ``model`` ends in eval mode."""
+    bns = batchnorms(model)
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.eval()
+    for bn in bns:
+        bn.train()
+    seen, device = 0, _device(model)
+    try:
+        for inputs in batches:
+            model(*(x.to(device) for x in inputs))
+            seen += len(inputs[0])
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.eval()
+    if bns and not seen:
+        raise ValueError("population_statistics needs at least one batch")
+    return seen
+
+
+@torch.no_grad()
+def heldout_agreement(student: nn.Module, teacher: nn.Module, task: Any, loader: Iterable,
+                      max_samples: int) -> float:
+    """Top-1 agreement (%) of ``student`` with ``teacher``, eval mode, on the first
+    ``max_samples`` samples of ``loader`` (labels dropped unread)."""
+    student.eval()
+    teacher.eval()
+    same = counted = seen = 0.0
+    for batch in loader:
+        inputs = task.eval_inputs(batch)
+        n = task.batch_size(inputs)
+        if seen + n > max_samples:  # cut the last batch to fit
+            keep = int(max_samples - seen)
+            inputs = tuple(x[:keep] for x in inputs)
+            n = keep
+        s_out = student(*(x.to(_device(student)) for x in inputs)).cpu()
+        t_out = teacher(*(x.to(_device(teacher)) for x in inputs)).cpu()
+        s, c = task.agreement(s_out, t_out, inputs)
+        same, counted, seen = same + s, counted + c, seen + n
+        if seen >= max_samples:
+            break
+    return 100.0 * same / max(counted, 1)
+
+
+def apply_precise_bn(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: Any,
+                     task: Any) -> dict[str, Any] | None:
+    """Population statistics on ``distill.precise_bn_images`` images, kept as
+    ``distill.precise_bn_keep`` says. Returns ``{"images", "agreement_before",
+    "agreement_after", "kept"}``, or ``None`` when off (0) or the student has no BN."""
+    from archnet.distill.build import seeded_batches
+
+    n = int(cfg.distill.get("precise_bn_images", 0))
+    keep = cfg.distill.get("precise_bn_keep", "better")
+    if n <= 0 or not batchnorms(student):
+        return None
+    samples = cfg.distill.val_samples
+    before_state = copy.deepcopy(student.state_dict())
+    before = heldout_agreement(student, teacher, task, dm.val_dataloader(), samples)
+    seen = population_statistics(student, seeded_batches(cfg, dm, task, n, BATCH))
+    after = heldout_agreement(student, teacher, task, dm.val_dataloader(), samples)
+    kept = keep == "always" or after > before
+    if not kept:
+        student.load_state_dict(before_state)
+    return {"images": seen, "agreement_before": before, "agreement_after": after, "kept": kept}
