@@ -67,3 +67,29 @@ def test_bad_integer_is_one_line_exit_2(tmp_path: Path, quant: str, value: str, 
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
     assert not (run / "evaluate").exists()
+
+
+def test_precise_bn_script_scores_a_run_without_changing_it(quantized_run, h) -> None:
+    """scripts/precise_bn.py: the 'as trained' row is the run's own test numbers, the verdict
+    follows the held-out agreements, and the run directory is left as it was."""
+    import hashlib
+    import re
+    import subprocess
+    import sys
+
+    root, run = quantized_run
+    digest = hashlib.sha256((run / "student.pt").read_bytes()).hexdigest()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "precise_bn.py"
+    proc = subprocess.run([sys.executable, str(script), str(run), "--images", "64"], env=h.cli_env(root),
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1): [float(v) for v in m.group(2, 3, 4)] for m in re.finditer(
+        r"^\| (as trained|precise BN) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", proc.stdout, re.M)}
+    assert set(rows) == {"as trained", "precise BN"}, proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert rows["as trained"][1] == pytest.approx(metrics["student"]["test/top1"], abs=0.006)
+    assert rows["as trained"][2] == pytest.approx(metrics["student"]["test/top5"], abs=0.006)
+    keep = rows["precise BN"][0] > rows["as trained"][0]
+    assert f"would {'keep' if keep else 'discard'} them" in proc.stdout
+    assert "population statistics of 64 training images" in proc.stdout
+    assert hashlib.sha256((run / "student.pt").read_bytes()).hexdigest() == digest
