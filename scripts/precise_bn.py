@@ -2,8 +2,8 @@
 
 Loads the run's student and teacher, replaces every BN's running statistics by the population
 statistics of ``--images`` label-free training images (:mod:`archnet.distill.precise_bn`, the
-run's seed) and prints the held-out agreement with the teacher (``distill.val_samples`` images
-of the held-out training slice: what ``precise_bn_keep=better`` decides on) and the test-split
+run's seed) and prints the held-out agreement with the teacher (the whole held-out training
+slice: what ``precise_bn_keep=better`` decides on) and the test-split
 top-1 / top-5 before and after. The run directory is not changed.
 
 Usage: python scripts/precise_bn.py <run dir> [--images 2048] [Hydra-style overrides of the

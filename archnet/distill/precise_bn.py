@@ -9,8 +9,9 @@ images (the pool's seeded order, no augmentation), PyTorch's cumulative average 
 per batch). Everything but the BNs stays in eval mode, so no quantizer step moves.
 
 ``distill.precise_bn_keep=better`` (default) keeps the new statistics only when the student's
-top-1 agreement with the teacher on the held-out training slice (``distill.val_samples``
-images, never the reported split) rises; ``always`` keeps them.
+top-1 agreement with the teacher on the whole held-out training slice (never the reported
+split; not only the ``distill.val_samples`` images a stage is scored on) rises; ``always``
+keeps them.
 """
 from __future__ import annotations
 
@@ -63,9 +64,9 @@ def population_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, ...]
 
 @torch.no_grad()
 def heldout_agreement(student: nn.Module, teacher: nn.Module, task: Any, loader: Iterable,
-                      max_samples: int) -> float:
+                      max_samples: float = float("inf")) -> float:
     """Top-1 agreement (%) of ``student`` with ``teacher``, eval mode, on the first
-    ``max_samples`` samples of ``loader`` (labels dropped unread)."""
+    ``max_samples`` samples of ``loader`` (all by default; labels dropped unread)."""
     student.eval()
     teacher.eval()
     same = counted = seen = 0.0
@@ -96,11 +97,10 @@ def apply_precise_bn(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm
     keep = cfg.distill.get("precise_bn_keep", "better")
     if n <= 0 or not batchnorms(student):
         return None
-    samples = cfg.distill.val_samples
     before_state = copy.deepcopy(student.state_dict())
-    before = heldout_agreement(student, teacher, task, dm.val_dataloader(), samples)
+    before = heldout_agreement(student, teacher, task, dm.val_dataloader())
     seen = population_statistics(student, seeded_batches(cfg, dm, task, n, BATCH))
-    after = heldout_agreement(student, teacher, task, dm.val_dataloader(), samples)
+    after = heldout_agreement(student, teacher, task, dm.val_dataloader())
     kept = keep == "always" or after > before
     if not kept:
         student.load_state_dict(before_state)

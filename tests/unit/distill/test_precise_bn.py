@@ -55,7 +55,7 @@ def _setup(n_train: int = 200):
 
 def _cfg(n: int, keep: str = "better"):
     return OmegaConf.create({"seed": 0, "distill": {"precise_bn_images": n, "precise_bn_keep": keep,
-                                                     "val_samples": 100}})
+                                                     "val_samples": 1}})  # not what decides
 
 
 def test_corrupted_statistics_are_replaced_and_kept():
@@ -67,6 +67,8 @@ def test_corrupted_statistics_are_replaced_and_kept():
     out = apply_precise_bn(_cfg(200), student, teacher, dm, task)
     assert out["images"] == 200 and out["kept"]
     assert out["agreement_before"] < 90.0 and out["agreement_after"] == 100.0
+    same = out["agreement_before"] * 128 / 100  # judged on all 128 held-out samples
+    assert same == pytest.approx(round(same), abs=1e-9) and 0 < same < 128
     assert torch.allclose(student[1].running_mean, teacher[1].running_mean, atol=1e-5)
     assert heldout_agreement(student, teacher, task, dm.val_dataloader(), 100) == 100.0
 
