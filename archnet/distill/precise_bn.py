@@ -1,8 +1,8 @@
 """``distill.precise_bn_images``: population BN statistics for the student after the last stage.
 
-While a stage trains, each BN's running statistics are an exponential average (momentum 0.1)
-of the last few dozen batches, batches that carry the flip/crop augmentation and, with
-probability ``p``, mixup; the student is then reported in eval mode with them. After the last
+While a stage trains, each BN's running statistics are an exponential average (momentum 0.1:
+weight ``0.1 * 0.9^k`` on the batch ``k`` steps back, nine tenths of it on the last 22) of
+batches that carry the flip/crop augmentation and, with probability ``p``, mixup; the student is then reported in eval mode with them. After the last
 stage :func:`apply_precise_bn` replaces them by the statistics of ``N`` label-free training
 images (the pool's seeded order, no augmentation), PyTorch's cumulative average over batches
 ``b`` (momentum ``None``): ``mean = (1/B) sum_b mean_b``, ``var = (1/B) sum_b var_b`` (unbiased
