@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from archnet.models.resnet import BasicBlock, Bottleneck, ResNet
 from archnet.models.student import ArchBlock, ArchNetStudent
+from archnet.ops.batchnorm import recalibrate
 
 
 def output_bns(unit: nn.Module) -> list[nn.BatchNorm2d]:
@@ -218,7 +219,7 @@ def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor, refit
             out = fit_unit(student.stem[0], x, teacher.bn1(teacher.conv1(x)))
             h_s = student.stem[1:](out)
         else:
-            _batch_statistics(student.stem, x)
+            recalibrate(student.stem, student.stem, [x])  # the batch's statistics (student in eval mode)
             h_s = student.stem(x)
         errors = []
         for (_, tb), (_, sb) in zip(teacher.blocks(), student.blocks()):
@@ -227,18 +228,3 @@ def calibrate_student(student: ArchNetStudent, teacher: ResNet, x: Tensor, refit
     finally:
         student.train(was_training)
     return errors
-
-
-@torch.no_grad()
-def _batch_statistics(module: nn.Module, x: Tensor) -> None:
-    """Set every BN's running statistics in ``module`` to those of the batch ``x``."""
-    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    module.train()
-    module(x)
-    module.eval()
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m

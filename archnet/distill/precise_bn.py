@@ -24,6 +24,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from archnet.ops.batchnorm import batchnorms as all_batchnorms
+from archnet.ops.batchnorm import recalibrate
+
 KEEP = ("better", "always")
 BATCH = 256  # images per forward while collecting statistics
 
@@ -33,31 +36,23 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def batchnorms(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    return [m for m in all_batchnorms(model) if m.track_running_stats]
 
 
-@torch.no_grad()
 def population_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, ...]]) -> int:
     """Set every BN's running statistics in ``model`` to the cumulative average over
-    ``batches`` (module docstring); returns the number of images seen. ``model`` ends in eval mode."""
-    bns = batchnorms(model)
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.eval()
-    for bn in bns:
-        bn.train()
+    ``batches`` (module docstring; :func:`archnet.ops.batchnorm.recalibrate` with only the BNs
+    in training mode); returns the number of images seen. ``model`` ends in eval mode."""
     seen, device = 0, _device(model)
-    try:
-        for inputs in batches:
-            model(*(x.to(device) for x in inputs))
-            seen += len(inputs[0])
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        model.eval()
-    if bns and not seen:
+
+    def forward(inputs: tuple[Tensor, ...]) -> None:
+        nonlocal seen
+        model(*(x.to(device) for x in inputs))
+        seen += len(inputs[0])
+
+    recalibrate(model, forward, batches, only_bn=True)
+    model.eval()
+    if batchnorms(model) and not seen:
         raise ValueError("population_statistics needs at least one batch")
     return seen
 
