@@ -150,6 +150,20 @@ def distill(run_dir: Path, overrides: list[str], extra_callbacks: list | None = 
     return run_distill(cfg, run_dir, extra_callbacks=extra_callbacks)
 
 
+def distill_fresh(tmp_path_factory: pytest.TempPathFactory, trained_teacher: Path, name: str,
+                  overrides: list[str]) -> tuple[Path, dict]:
+    """:func:`distill` into ``<a new ARCHNET_ROOT named name>/run`` (the environment restored
+    after): for module-scoped fixtures, which cannot use ``monkeypatch``."""
+    root = make_root(tmp_path_factory.mktemp(name), trained_teacher)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCHNET_ROOT", str(root))
+    try:
+        run_dir = root / "run"
+        return run_dir, distill(run_dir, overrides)
+    finally:
+        mp.undo()
+
+
 def stage_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in (Path(run_dir) / "stages").iterdir() if p.is_dir())
 

@@ -23,15 +23,7 @@ def _student(stage_dir) -> dict[str, torch.Tensor]:
 
 
 def _run(tmp_path_factory, trained_teacher, h, overrides: list[str]):
-    root = h.make_root(tmp_path_factory.mktemp("passes"), trained_teacher)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ARCHNET_ROOT", str(root))
-    try:
-        run_dir = root / "run"
-        metrics = h.distill(run_dir, overrides)
-    finally:
-        mp.undo()
-    return run_dir, metrics
+    return h.distill_fresh(tmp_path_factory, trained_teacher, "passes", overrides)
 
 
 @pytest.fixture(scope="module")

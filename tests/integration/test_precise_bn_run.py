@@ -17,12 +17,10 @@ RUN = ["schedule=progressive", "schedule.taps=[stem]", "schedule.first_samples=3
 
 @pytest.fixture(scope="module")
 def precise_run(tmp_path_factory, trained_teacher, h):
-    root = h.make_root(tmp_path_factory.mktemp("precise"), trained_teacher)
+    run_dir, metrics = h.distill_fresh(tmp_path_factory, trained_teacher, "precise", RUN)
     mp = pytest.MonkeyPatch()
-    mp.setenv("ARCHNET_ROOT", str(root))
+    mp.setenv("ARCHNET_ROOT", str(run_dir.parent))
     try:
-        run_dir = root / "run"
-        metrics = h.distill(run_dir, RUN)
         cfg = h.compose("distill", RUN)
     finally:
         mp.undo()

@@ -17,15 +17,7 @@ STAGE_KEYS = {"samples", "steps", "wall_s", "trainable_params", "val/loss", "val
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, trained_teacher, h):
-    root = h.make_root(tmp_path_factory.mktemp("two_stage"), trained_teacher)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ARCHNET_ROOT", str(root))
-    try:
-        run_dir = root / "run"
-        metrics = h.distill(run_dir, h.SMOKE)
-    finally:
-        mp.undo()
-    return run_dir, metrics, trained_teacher
+    return (*h.distill_fresh(tmp_path_factory, trained_teacher, "two_stage", h.SMOKE), trained_teacher)
 
 
 def test_stage_directories(smoke_run, h):
