@@ -180,13 +180,21 @@ def start_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm: A
     ``distill.calibrate_images``. Returns ``{"copied", "steps", "merge_errors"}``."""
     copied = steps = 0
     if cfg.distill.get("init_student"):
-        from archnet.distill.init_student import initialize_steps, load_student_init
+        from archnet.distill.init_student import load_student_init
 
         copied = load_student_init(student, cfg.distill.init_student)
-        steps = initialize_steps(student, seeded_images(cfg, dm, task, cfg.distill.batch_size),
-                                 cfg.distill.get("init_student_steps", "weights"))
+        steps = _fit_steps(cfg, student, dm, task)
     return {"copied": copied, "steps": steps,
             "merge_errors": calibrate_student(cfg, student, teacher, dm, task)}
+
+
+def _fit_steps(cfg: DictConfig, student: nn.Module, dm: Any, task: Any) -> int:
+    """Every uninitialised LSQ step of ``student`` set on one seeded batch
+    (``distill.init_student_steps``); returns how many."""
+    from archnet.distill.init_student import initialize_steps
+
+    return initialize_steps(student, seeded_images(cfg, dm, task, cfg.distill.batch_size),
+                            cfg.distill.get("init_student_steps", "weights"))
 
 
 def restart_student(cfg: DictConfig, net: Any, teacher: nn.Module, dm: Any, task: Any) -> dict[str, Any]:
@@ -196,15 +204,14 @@ def restart_student(cfg: DictConfig, net: Any, teacher: nn.Module, dm: Any, task
     ``distill.calibrate_images``, fresh adapters. Returns ``{"copied", "steps", "merge_errors"}``."""
     import copy
 
-    from archnet.distill.init_student import copy_student, initialize_steps, reset_steps
+    from archnet.distill.init_student import copy_student, reset_steps
 
     net.cpu(), teacher.cpu()  # where the images are; the next fit moves both back
     student = net.student
     source = copy.deepcopy(student)
     reset_steps(student)
     copied = copy_student(student, source, "the student before the restart")
-    steps = initialize_steps(student, seeded_images(cfg, dm, task, cfg.distill.batch_size),
-                             cfg.distill.get("init_student_steps", "weights"))
+    steps = _fit_steps(cfg, student, dm, task)
     net.set_adapters(build_adapters(cfg, teacher, student, getattr(dm, "input_shape", None)))
     return {"copied": copied, "steps": steps,
             "merge_errors": calibrate_student(cfg, student, teacher, dm, task)}

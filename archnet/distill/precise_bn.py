@@ -2,9 +2,9 @@
 
 While a stage trains, each BN's running statistics are an exponential average (momentum 0.1:
 weight ``0.1 * 0.9^k`` on the batch ``k`` steps back, nine tenths of it on the last 22) of
-batches that carry the flip/crop augmentation and, with probability ``p``, mixup; the student is then reported in eval mode with them. After the last
-stage :func:`apply_precise_bn` replaces them by the statistics of ``N`` label-free training
-images (the pool's seeded order, no augmentation), PyTorch's cumulative average over batches
+batches that carry the flip/crop augmentation and, with probability ``p``, mixup; the student
+is then reported in eval mode with them. After the last stage :func:`apply_precise_bn`
+replaces them by the statistics of ``N`` label-free training images (the pool's seeded order, no augmentation), PyTorch's cumulative average over batches
 ``b`` (momentum ``None``): ``mean = (1/B) sum_b mean_b``, ``var = (1/B) sum_b var_b`` (unbiased
 per batch). Everything but the BNs stays in eval mode, so no quantizer step moves.
 
@@ -15,7 +15,6 @@ keeps them.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +36,10 @@ def _device(model: nn.Module) -> torch.device:
 
 def batchnorms(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in all_batchnorms(model) if m.track_running_stats]
+
+
+def _statistics(bn: _BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    return bn.running_mean, bn.running_var, bn.num_batches_tracked
 
 
 def population_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, ...]]) -> int:
@@ -90,13 +93,17 @@ def apply_precise_bn(cfg: DictConfig, student: nn.Module, teacher: nn.Module, dm
 
     n = int(cfg.distill.get("precise_bn_images", 0))
     keep = cfg.distill.get("precise_bn_keep", "better")
-    if n <= 0 or not batchnorms(student):
+    bns = batchnorms(student)
+    if n <= 0 or not bns:
         return None
-    before_state = copy.deepcopy(student.state_dict())
+    saved = [[buf.clone() for buf in _statistics(bn)] for bn in bns]
     before = heldout_agreement(student, teacher, task, dm.val_dataloader())
     seen = population_statistics(student, seeded_batches(cfg, dm, task, n, BATCH))
     after = heldout_agreement(student, teacher, task, dm.val_dataloader())
     kept = keep == "always" or after > before
     if not kept:
-        student.load_state_dict(before_state)
+        with torch.no_grad():
+            for bn, old in zip(bns, saved):
+                for buf, value in zip(_statistics(bn), old):
+                    buf.copy_(value)
     return {"images": seen, "agreement_before": before, "agreement_after": after, "kept": kept}
