@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from archnet.distill.init_student import STEP_FITS
 from archnet.distill.precise_bn import KEEP as PRECISE_BN_KEEP
+from archnet.distill.weight_average import KEEP as AVERAGE_KEEP
 from archnet.errors import ConfigError
 from archnet.ops.quant import ACT_METHODS, FLOAT_BITS, STEP_INITS, WEIGHT_METHODS
 
@@ -45,12 +46,16 @@ class DistillSection:
     init_student_steps: str = "weights"  # weights | outputs: how its LSQ steps start (archnet.distill.init_student)
     precise_bn_images: int = 0  # population BN statistics after the last stage (archnet.distill.precise_bn)
     precise_bn_keep: str = "better"  # better | always: keep them only if held-out agreement rises
+    average_samples: int = 0  # moving average of the last stage's weights (archnet.distill.weight_average)
+    average_keep: str = "better"  # better | always: keep it only if held-out agreement rises
 
     def __post_init__(self) -> None:
         _positive("distill", self, "batch_size", "chunk_steps", "val_samples", "log_every")
-        _positive("distill", self, "num_workers", "precise_bn_images", minimum=0)
+        _positive("distill", self, "num_workers", "precise_bn_images", "average_samples", minimum=0)
         if self.precise_bn_keep not in PRECISE_BN_KEEP:
             raise ConfigError("distill.precise_bn_keep", self.precise_bn_keep, PRECISE_BN_KEEP)
+        if self.average_keep not in AVERAGE_KEEP:
+            raise ConfigError("distill.average_keep", self.average_keep, AVERAGE_KEEP)
         if self.stage_files not in ("all", "last"):
             raise ConfigError("distill.stage_files", self.stage_files, ("all", "last"))
         if self.init_student_steps not in STEP_FITS:

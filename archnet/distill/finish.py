@@ -1,4 +1,5 @@
-"""After the last stage: precise BN (``distill.precise_bn_images``), test-split evaluation,
+"""After the last stage: the weight average (``distill.average_samples``) and precise BN
+(``distill.precise_bn_images``), test-split evaluation,
 ``student.pt``, metrics.json, report.md."""
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from archnet.distill.precise_bn import apply_precise_bn
 from archnet.distill.report import IMAGE_REPORT, print_summary, write_report
+from archnet.distill.rundir import stage_dir
 from archnet.distill.schedule import stage_table
+from archnet.distill.weight_average import AVERAGE, settle_student
 from archnet.ops.quant import quant_config
 from archnet.utils.dist import is_rank_zero
 from archnet.utils.io import save_json, save_torch
@@ -44,7 +46,16 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
     if not is_rank_zero():
         return {}
     student = net.student
-    precise = apply_precise_bn(cfg, student, teacher, dm, task)
+    last = len(stages) - 1
+    settled = settle_student(cfg, student, teacher, dm, task,
+                             stage_dir(run_dir, last, stages[last].name) / AVERAGE if stages else None)
+    average = settled.get("weight_average")
+    if average:
+        print(f"weight average of the last stage (about {average['samples']} samples, decay "
+              f"{average['decay']:.4g}) {'kept' if average['kept'] else 'discarded'} (held-out "
+              f"agreement {average['agreement_trained']:.1f}% as trained -> "
+              f"{average['agreement_average']:.1f}% averaged)", flush=True)
+    precise = settled.get("precise_bn")
     if precise:
         print(f"precise BN: population statistics of {precise['images']} training images "
               f"{'kept' if precise['kept'] else 'discarded'} (held-out agreement "
@@ -68,8 +79,7 @@ def finish_run(cfg: DictConfig, run_dir: Path, net, teacher, dm, task, stages,
         "distill_wall_s": wall,
         "samples": sum(m.get("samples", 0) for m in stage_metrics.values()),
     }
-    if precise:
-        metrics["precise_bn"] = precise
+    metrics.update(settled)
     key, label = getattr(task, "primary_metric", ("test/top1", "top-1"))  # the headline metric
     gap = metrics["teacher"][key] - metrics["student"][key]
     metrics[f"{key.split('/')[-1]}_gap"] = gap

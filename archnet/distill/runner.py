@@ -2,7 +2,8 @@
 
 Config keys read: ``seed``, ``data``, ``teacher``, ``student``, ``quant``, ``schedule``,
 ``distill.{batch_size, chunk_steps, val_samples, log_every, adapters, num_workers,
-calibrate_images, init_student, init_student_steps, precise_bn_images, precise_bn_keep}``,
+calibrate_images, init_student, init_student_steps, precise_bn_images, precise_bn_keep,
+average_samples, average_keep}``,
 ``trainer``, ``logger``, ``callbacks``, ``progress``. Stages marked DONE are skipped (their
 weights reloaded); an unfinished stage resumes from its ``last.ckpt``.
 """
@@ -26,6 +27,7 @@ from archnet.distill.stage_eval import evaluate_stage
 from archnet.distill.stage_module import DistillNet, StageModule
 from archnet.distill.trainable import select_trainable
 from archnet.distill.trainer import make_trainer
+from archnet.distill.weight_average import AVERAGE, WeightAverage, average_decay
 from archnet.utils.dist import all_gather_objects, barrier, is_rank_zero
 from archnet.utils.io import save_json, save_torch
 
@@ -57,7 +59,9 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
             print(f"stage {stage.name}: the student restarts from itself ({restarted['copied']} "
                   f"tensors copied as q(W), {restarted['steps']} quantizer steps fitted anew, "
                   f"{len(restarted['merge_errors'])} merges calibrated, adapters rebuilt)", flush=True)
-        trainer = make_trainer(cfg, sdir, total_steps, extra_callbacks)
+        averager = _averager(cfg, global_batch) if index == len(stages) - 1 else None
+        trainer = make_trainer(cfg, sdir, total_steps,
+                               list(extra_callbacks or []) + ([averager] if averager else []))
 
         def log_step(metrics: dict[str, float], step: int, _off: int = step_offset) -> None:
             if is_rank_zero():
@@ -99,6 +103,9 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
             run_logger.log_metrics({f"{stage.name}/val/{k}": v for k, v in val.items()},
                                    step_offset + total_steps)
             save_torch(net.state_dict(), sdir / rundir.STATE)
+            if averager is not None:
+                save_torch({"state": averager.average, "decay": averager.decay,
+                            "updates": averager.updates}, sdir / AVERAGE)
             save_json(metrics, metrics_path)
             rundir.mark_done(sdir)
             if cfg.distill.get("stage_files", "all") == "last":
@@ -109,6 +116,12 @@ def run_stages(cfg: DictConfig, run_dir: Path, net: DistillNet, teacher, dm, tas
         results[stage.name] = metrics
         step_offset += total_steps
     return results
+
+
+def _averager(cfg: DictConfig, global_batch: int) -> WeightAverage | None:
+    """The last stage's moving average of the student's weights (``distill.average_samples``)."""
+    horizon = int(cfg.distill.get("average_samples", 0))
+    return WeightAverage(average_decay(horizon, global_batch)) if horizon > 0 else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

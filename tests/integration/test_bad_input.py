@@ -30,6 +30,8 @@ CASES = [
     ("precise_bn_negative", ["distill.precise_bn_images=-1"], "distill.precise_bn_images", "-1"),
     ("precise_bn_keep_unknown", ["distill.precise_bn_keep=sometimes"], "distill.precise_bn_keep",
      "sometimes"),
+    ("average_negative", ["distill.average_samples=-1"], "distill.average_samples", "-1"),
+    ("average_keep_unknown", ["distill.average_keep=sometimes"], "distill.average_keep", "sometimes"),
     ("restart_passes_not_a_bool", ["schedule.restart_passes=maybe"], "schedule.restart_passes",
      "maybe"),
     ("budget_scaled_to_nothing", ["schedule=smoke", "debug=fast"], "schedule[00_stem].samples",

@@ -69,12 +69,14 @@ def test_transformer_e2e(tmp_path: Path, monkeypatch, compose_cfg, capsys) -> No
     assert all("val/bleu" in ln and "train/loss" in ln for ln in printed)
     assert (tmp_path / "outputs" / "teachers" / "transformer_small_multi30k_ende_seed0.pt").is_file()
 
-    cfg = compose_cfg("distill", TINY + STUDENT + ["data.targets=teacher"])  # label-free prefixes
+    cfg = compose_cfg("distill", TINY + STUDENT + ["data.targets=teacher",  # label-free prefixes
+                                                   "distill.average_samples=32"])
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes for a CLI run
     run_distill(cfg, run_dir)
-    check_run(run_dir)
+    averaged = check_run(run_dir)["weight_average"]  # judged by token agreement on held-out pairs
+    assert averaged["updates"] == 4 and 0.0 <= averaged["agreement_average"] <= 100.0
     cached = list((tmp_path / ".cache" / "teacher_targets").glob("*.pt"))
     assert len(cached) == 1  # the teacher's translations of the 1000 sources, computed once
 
